@@ -1,0 +1,1 @@
+"""Model building blocks on core PyTorch primitives: functional ops, layers, the Transformer LM."""
