@@ -14,34 +14,13 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from cs336_basics import (
-    AdamW,
-    Embedding,
-    Linear,
-    MultiHeadSelfAttention,
-    RMSNorm,
-    RotaryPositionalEmbedding,
-    SwiGLU,
-    Tokenizer,
-    TransformerBlock,
-    TransformerLM,
-    clip_gradients,
-    cross_entropy,
-    get_batch,
-    get_lr_cosine_schedule,
-    load_checkpoint,
-    save_checkpoint,
-    scaled_dot_product_attention,
-    silu,
-    softmax,
-    train_bpe,
-)
+import cs336_basics as lib  # attributes resolve on first use, one component at a time
 
 
 def run_linear(
     d_in: int, d_out: int, weights: Float[Tensor, " d_out d_in"], in_features: Float[Tensor, " ... d_in"]
 ) -> Float[Tensor, " ... d_out"]:
-    layer = Linear(d_in, d_out, device=weights.device, dtype=weights.dtype)
+    layer = lib.Linear(d_in, d_out, device=weights.device, dtype=weights.dtype)
     layer.load_state_dict({"weight": weights})
     return layer(in_features)
 
@@ -49,7 +28,7 @@ def run_linear(
 def run_embedding(
     vocab_size: int, d_model: int, weights: Float[Tensor, " vocab_size d_model"], token_ids: Int[Tensor, " ..."]
 ) -> Float[Tensor, " ... d_model"]:
-    layer = Embedding(vocab_size, d_model, device=weights.device, dtype=weights.dtype)
+    layer = lib.Embedding(vocab_size, d_model, device=weights.device, dtype=weights.dtype)
     layer.load_state_dict({"weight": weights})
     return layer(token_ids)
 
@@ -62,7 +41,7 @@ def run_swiglu(
     w3_weight: Float[Tensor, " d_ff d_model"],
     in_features: Float[Tensor, " ... d_model"],
 ) -> Float[Tensor, " ... d_model"]:
-    layer = SwiGLU(d_model, d_ff, device=w1_weight.device, dtype=w1_weight.dtype)
+    layer = lib.SwiGLU(d_model, d_ff, device=w1_weight.device, dtype=w1_weight.dtype)
     layer.load_state_dict({"w1.weight": w1_weight, "w2.weight": w2_weight, "w3.weight": w3_weight})
     return layer(in_features)
 
@@ -73,7 +52,7 @@ def run_scaled_dot_product_attention(
     V: Float[Tensor, " ... values d_v"],
     mask: Bool[Tensor, " ... queries keys"] | None = None,
 ) -> Float[Tensor, " ... queries d_v"]:
-    return scaled_dot_product_attention(Q, K, V, mask)
+    return lib.scaled_dot_product_attention(Q, K, V, mask)
 
 
 def _attention_weights(q, k, v, o) -> dict[str, Tensor]:
@@ -89,7 +68,7 @@ def run_multihead_self_attention(
     o_proj_weight: Float[Tensor, " d_model d_v"],
     in_features: Float[Tensor, " ... sequence_length d_in"],
 ) -> Float[Tensor, " ... sequence_length d_out"]:
-    attn = MultiHeadSelfAttention(d_model, num_heads, device=q_proj_weight.device, dtype=q_proj_weight.dtype)
+    attn = lib.MultiHeadSelfAttention(d_model, num_heads, device=q_proj_weight.device, dtype=q_proj_weight.dtype)
     attn.load_state_dict(_attention_weights(q_proj_weight, k_proj_weight, v_proj_weight, o_proj_weight))
     return attn(in_features)
 
@@ -106,8 +85,8 @@ def run_multihead_self_attention_with_rope(
     in_features: Float[Tensor, " ... sequence_length d_in"],
     token_positions: Int[Tensor, " ... sequence_length"] | None = None,
 ) -> Float[Tensor, " ... sequence_length d_out"]:
-    rope = RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=q_proj_weight.device)
-    attn = MultiHeadSelfAttention(
+    rope = lib.RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=q_proj_weight.device)
+    attn = lib.MultiHeadSelfAttention(
         d_model, num_heads, rope=rope, device=q_proj_weight.device, dtype=q_proj_weight.dtype
     )
     attn.load_state_dict(_attention_weights(q_proj_weight, k_proj_weight, v_proj_weight, o_proj_weight))
@@ -121,7 +100,7 @@ def run_rope(
     in_query_or_key: Float[Tensor, " ... sequence_length d_k"],
     token_positions: Int[Tensor, " ... sequence_length"],
 ) -> Float[Tensor, " ... sequence_length d_k"]:
-    rope = RotaryPositionalEmbedding(theta, d_k, max_seq_len, device=in_query_or_key.device)
+    rope = lib.RotaryPositionalEmbedding(theta, d_k, max_seq_len, device=in_query_or_key.device)
     return rope(in_query_or_key, token_positions)
 
 
@@ -134,7 +113,7 @@ def run_transformer_block(
     weights: dict[str, Tensor],
     in_features: Float[Tensor, " batch sequence_length d_model"],
 ) -> Float[Tensor, " batch sequence_length d_model"]:
-    block = TransformerBlock(
+    block = lib.TransformerBlock(
         d_model, num_heads, d_ff, max_seq_len, theta, device=in_features.device, dtype=in_features.dtype
     )
     block.load_state_dict(weights)
@@ -153,7 +132,7 @@ def run_transformer_lm(
     in_indices: Int[Tensor, " batch_size sequence_length"],
 ) -> Float[Tensor, " batch_size sequence_length vocab_size"]:
     weight = weights["token_embeddings.weight"]
-    model = TransformerLM(
+    model = lib.TransformerLM(
         vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta,
         device=weight.device, dtype=weight.dtype,
     )
@@ -164,41 +143,41 @@ def run_transformer_lm(
 def run_rmsnorm(
     d_model: int, eps: float, weights: Float[Tensor, " d_model"], in_features: Float[Tensor, " ... d_model"]
 ) -> Float[Tensor, " ... d_model"]:
-    layer = RMSNorm(d_model, eps=eps, device=weights.device, dtype=weights.dtype)
+    layer = lib.RMSNorm(d_model, eps=eps, device=weights.device, dtype=weights.dtype)
     layer.load_state_dict({"weight": weights})
     return layer(in_features)
 
 
 def run_silu(in_features: Float[Tensor, " ..."]) -> Float[Tensor, " ..."]:
-    return silu(in_features)
+    return lib.silu(in_features)
 
 
 def run_get_batch(
     dataset: npt.NDArray, batch_size: int, context_length: int, device: str
 ) -> tuple[Tensor, Tensor]:
-    return get_batch(dataset, batch_size, context_length, device)
+    return lib.get_batch(dataset, batch_size, context_length, device)
 
 
 def run_softmax(in_features: Float[Tensor, " ..."], dim: int) -> Float[Tensor, " ..."]:
-    return softmax(in_features, dim)
+    return lib.softmax(in_features, dim)
 
 
 def run_cross_entropy(inputs: Float[Tensor, " ... vocab_size"], targets: Int[Tensor, " ..."]) -> Float[Tensor, ""]:
-    return cross_entropy(inputs, targets)
+    return lib.cross_entropy(inputs, targets)
 
 
 def run_gradient_clipping(parameters: Iterable[torch.nn.Parameter], max_l2_norm: float) -> None:
-    clip_gradients(parameters, max_l2_norm)
+    lib.clip_gradients(parameters, max_l2_norm)
 
 
 def get_adamw_cls() -> Any:
-    return AdamW
+    return lib.AdamW
 
 
 def run_get_lr_cosine_schedule(
     it: int, max_learning_rate: float, min_learning_rate: float, warmup_iters: int, cosine_cycle_iters: int
 ) -> float:
-    return get_lr_cosine_schedule(it, max_learning_rate, min_learning_rate, warmup_iters, cosine_cycle_iters)
+    return lib.get_lr_cosine_schedule(it, max_learning_rate, min_learning_rate, warmup_iters, cosine_cycle_iters)
 
 
 def run_save_checkpoint(
@@ -207,22 +186,22 @@ def run_save_checkpoint(
     iteration: int,
     out: str | os.PathLike | BinaryIO | IO[bytes],
 ) -> None:
-    save_checkpoint(model, optimizer, iteration, out)
+    lib.save_checkpoint(model, optimizer, iteration, out)
 
 
 def run_load_checkpoint(
     src: str | os.PathLike | BinaryIO | IO[bytes], model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> int:
-    return load_checkpoint(src, model, optimizer)
+    return lib.load_checkpoint(src, model, optimizer)
 
 
 def get_tokenizer(
     vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]], special_tokens: list[str] | None = None
 ) -> Any:
-    return Tokenizer(vocab, merges, special_tokens)
+    return lib.Tokenizer(vocab, merges, special_tokens)
 
 
 def run_train_bpe(
     input_path: str | os.PathLike, vocab_size: int, special_tokens: list[str], **kwargs
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
-    return train_bpe(input_path, vocab_size, special_tokens, **kwargs)
+    return lib.train_bpe(input_path, vocab_size, special_tokens, **kwargs)
