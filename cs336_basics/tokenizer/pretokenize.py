@@ -1,5 +1,10 @@
-"""GPT-2 pre-tokenization and special-token splitting: the one place these rules live."""
+"""GPT-2 pre-tokenization and special-token splitting (the one place these rules live), and
+counting the pre-tokens of a large file in chunks across worker processes."""
 
+import multiprocessing as mp
+import os
+import queue
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 import regex
@@ -23,7 +28,9 @@ def special_token_regex(special_tokens: Iterable[str]) -> "regex.Pattern[str] | 
     return regex.compile("(" + "|".join(regex.escape(t) for t in tokens) + ")")
 
 
-def split_on_special_tokens(text: str, special_re: "regex.Pattern[str] | None") -> Iterator[tuple[str, bool]]:
+def split_on_special_tokens(
+    text: str, special_re: "regex.Pattern[str] | None"
+) -> Iterator[tuple[str, bool]]:
     """Yield `(piece, is_special)` in order; empty pieces are skipped."""
     if special_re is None:
         if text:
@@ -32,3 +39,189 @@ def split_on_special_tokens(text: str, special_re: "regex.Pattern[str] | None") 
     for i, piece in enumerate(special_re.split(text)):
         if piece:
             yield piece, i % 2 == 1
+
+
+# --- Counting pre-tokens of a file, in chunks, in parallel -------------------------------------
+#
+# Text is decoded with "surrogateescape": a byte that is not valid UTF-8 becomes a lone surrogate
+# (U+DC80..U+DCFF), which the GPT-2 pattern treats like punctuation, and encoding back with the
+# same handler restores the exact original byte. So malformed input trains on its real bytes
+# instead of crashing or being replaced by U+FFFD.
+
+_CUT_WINDOW = 1 << 16
+# A space right after an ASCII letter or digit always starts a new pre-token (no GPT-2 pre-token
+# ends in a space, and a lone space before a non-space joins the next pre-token), so cutting the
+# text just before it leaves every pre-token intact.
+_SPACE_AFTER_WORD = regex.compile(rb"(?<=[A-Za-z0-9]) ")
+
+
+def _crosses_special(buf: bytes, cut: int, specials: list[bytes]) -> bool:
+    """True when some occurrence of a special token in `buf` spans offset `cut`."""
+    return any(
+        buf.startswith(tok, start)
+        for tok in specials
+        for start in range(max(cut - len(tok) + 1, 0), cut)
+    )
+
+
+def _first_cut(buf: bytes, lo: int, hi: int, specials: list[bytes]) -> int | None:
+    """First safe cut in `buf[lo:hi]`: before a special token if there is one, else before a space."""
+    starts = [i for tok in specials if (i := buf.find(tok, lo, hi + len(tok) - 1)) >= 0]
+    while starts:
+        cut = min(starts)
+        if not _crosses_special(buf, cut, specials):
+            return cut
+        starts = [i for tok in specials if (i := buf.find(tok, cut + 1, hi + len(tok) - 1)) >= 0]
+    for m in _SPACE_AFTER_WORD.finditer(buf, lo, hi):
+        if not _crosses_special(buf, m.start(), specials):
+            return m.start()
+    return None
+
+
+def chunk_ranges(
+    path: str | os.PathLike, chunk_size: int, special_tokens: list[str]
+) -> list[tuple[int, int]]:
+    """Split a file into byte ranges of about `chunk_size` that can be pre-tokenized separately.
+
+    Each cut falls at the start of a special token (so the special-token split is unchanged), or,
+    where none is within 64 KiB, before a space that follows an ASCII letter or digit; never inside
+    a special token. Counting the ranges one by one gives exactly the counts of the whole file. A
+    text with neither stays one range. Reads only small windows around each cut.
+    """
+    specials = [t.encode("utf-8") for t in special_tokens]
+    margin = max(map(len, specials), default=1)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        cuts = [0]
+        pos = chunk_size
+        while pos < size:
+            lo = max(pos - margin, 0)  # enough left context to see a special token spanning `pos`
+            f.seek(lo)
+            buf = f.read(pos - lo + _CUT_WINDOW + margin)
+            cut = _first_cut(buf, pos - lo, min(pos - lo + _CUT_WINDOW, len(buf)), specials)
+            if cut is None:
+                pos += _CUT_WINDOW
+                continue
+            cuts.append(lo + cut)
+            pos = lo + cut + chunk_size
+        cuts.append(size)
+    return list(zip(cuts, cuts[1:]))
+
+
+def count_pretokens(text: str, special_re: "regex.Pattern[str] | None", counts: Counter) -> None:
+    """Add the GPT-2 pre-tokens of `text` to `counts`; special tokens split the text and are not counted."""
+    for piece, is_special in split_on_special_tokens(text, special_re):
+        if not is_special:
+            counts.update(PRETOKEN_RE.findall(piece))
+
+
+def _read_range(path: str | os.PathLike, start: int, end: int) -> str:
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read(end - start).decode("utf-8", "surrogateescape")
+
+
+def _as_bytes(counts: Counter) -> Counter:
+    return Counter({s.encode("utf-8", "surrogateescape"): n for s, n in counts.items()})
+
+
+def _count_worker(path, special_tokens: list[str], tasks, results) -> None:
+    """Worker process: count ranges from `tasks` until None; report bytes done, then its counts."""
+    try:
+        special_re = special_token_regex(special_tokens)
+        counts: Counter = Counter()
+        for start, end in iter(tasks.get, None):
+            count_pretokens(_read_range(path, start, end), special_re, counts)
+            results.put(end - start)
+        results.put(_as_bytes(counts))
+    except BaseException as e:  # the parent re-raises it; a silent worker would hang the parent
+        results.put(e)
+
+
+def count_file_pretokens(
+    path: str | os.PathLike,
+    special_tokens: list[str],
+    num_workers: int = 1,
+    chunk_size: int = 1 << 22,
+    progress: bool = False,
+) -> Counter:
+    """Counts of every pre-token (as bytes) of a text file, special tokens excluded.
+
+    The file is read range by range (`chunk_ranges`). With `num_workers > 1` and more than one
+    range, `num_workers - 1` helper processes count ranges alongside this one, each keeping one
+    Counter, so memory follows the number of distinct pre-tokens, not the file size. Helpers
+    start from a fresh interpreter (never a fork of the caller, which may hold threads), so a
+    script calling this needs the usual `if __name__ == "__main__":` guard.
+    """
+    from tqdm import tqdm  # here, not at the top: worker processes and encoders never need it
+
+    special_re = special_token_regex(special_tokens)
+    ranges = chunk_ranges(path, chunk_size, special_tokens)
+    helpers = min(num_workers, len(ranges)) - 1
+    with tqdm(
+        total=ranges[-1][1], unit="B", unit_scale=True, desc="pre-tokenize", disable=not progress
+    ) as bar:
+        if helpers < 1:
+            counts: Counter = Counter()
+            for start, end in ranges:
+                count_pretokens(_read_range(path, start, end), special_re, counts)
+                bar.update(end - start)
+            return _as_bytes(counts)
+        return _count_with_helpers(path, special_tokens, ranges, helpers, bar)
+
+
+def _count_with_helpers(path, special_tokens: list[str], ranges, helpers: int, bar) -> Counter:
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["__main__", __name__])  # helpers fork with both imported
+    else:
+        ctx = mp.get_context("spawn")
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for r in ranges:
+        tasks.put(r)
+    for _ in range(helpers + 1):  # one end marker for each process, this one included
+        tasks.put(None)
+    args = (os.fspath(path), special_tokens, tasks, results)
+    procs = [ctx.Process(target=_count_worker, args=args, daemon=True) for _ in range(helpers)]
+    for p in procs:
+        p.start()
+    total: Counter = Counter()
+    finished = 0
+
+    def receive(msg) -> None:
+        nonlocal finished
+        if isinstance(msg, int):
+            bar.update(msg)
+        elif isinstance(msg, BaseException):
+            raise msg
+        else:
+            total.update(msg)
+            finished += 1
+
+    try:
+        # This process counts too, so no time is lost while the helpers start up.
+        special_re = special_token_regex(special_tokens)
+        counts: Counter = Counter()
+        for start, end in iter(tasks.get, None):
+            count_pretokens(_read_range(path, start, end), special_re, counts)
+            bar.update(end - start)
+            while not results.empty():
+                receive(results.get())
+        total.update(_as_bytes(counts))
+        del counts
+        while finished < helpers:
+            try:
+                receive(results.get(timeout=1.0))
+            except queue.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    raise RuntimeError(
+                        "a pre-tokenization worker process died (out of memory?). Scripts that call "
+                        "train_bpe must guard their entry point with `if __name__ == '__main__':`, since "
+                        "workers re-import the main module."
+                    ) from None
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    return total
