@@ -19,10 +19,15 @@ import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cs336_basics.tokenizer import binarize
+from cs336_basics.tokenizer import binarize, pretokenize
 from cs336_basics.tokenizer import tokenizer as tokenizer_module
 from cs336_basics.tokenizer.binarize import encode_file
-from cs336_basics.tokenizer.pretokenize import GPT2_PATTERN, PRETOKEN_RE
+from cs336_basics.tokenizer.pretokenize import (
+    ASCII_PRETOKEN_RE,
+    GPT2_PATTERN,
+    PRETOKEN_RE,
+    pretokenize_blocks,
+)
 from cs336_basics.tokenizer.tokenizer import Tokenizer
 
 from .adapters import get_tokenizer
@@ -216,7 +221,7 @@ def test_encode_matches_naive_merges(trained, tok, text):
 @pytest.mark.parametrize("block_chars", [1, 7, 4096])
 def test_long_mixed_text_matches_tiktoken(tok, enc, monkeypatch, block_chars):
     """Long text is pre-tokenized in blocks, ASCII ones by a faster pattern: every cut is exact."""
-    monkeypatch.setattr(tokenizer_module, "PRETOKEN_BLOCK_CHARS", block_chars)
+    monkeypatch.setattr(pretokenize, "PRETOKEN_BLOCK_CHARS", block_chars)
     text = make_corpus(4000, seed=2) + "\n\n  \t " + "".join(TEXTS) + "end  "
     assert tok.encode(text) == enc.encode(text)
     ascii_text = text.encode("ascii", "ignore").decode()
@@ -224,15 +229,37 @@ def test_long_mixed_text_matches_tiktoken(tok, enc, monkeypatch, block_chars):
 
 
 @settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(),
+            st.text(st.characters(max_codepoint=127)),
+            st.sampled_from(_WORDS + [" ", "  ", "\n", "\t", "\udc80", "x\u00a0y"]),
+        )
+    ).map("".join),
+    st.integers(1, 20),
+)
+def test_pretokenize_blocks_equal_gpt2_findall(text, block_chars):
+    """Blocks of any size, ASCII or not (lone surrogates too), concatenate to the plain findall."""
+    original = pretokenize.PRETOKEN_BLOCK_CHARS
+    pretokenize.PRETOKEN_BLOCK_CHARS = block_chars  # not monkeypatch: hypothesis reuses fixtures
+    try:
+        blocks = list(pretokenize_blocks(text))
+    finally:
+        pretokenize.PRETOKEN_BLOCK_CHARS = original
+    assert [t for block in blocks for t in block] == PRETOKEN_RE.findall(text)
+
+
+@settings(max_examples=300, deadline=None)
 @given(st.text(st.characters(max_codepoint=127)))
 def test_ascii_pretoken_pattern_matches_gpt2_pattern(text):
-    assert tokenizer_module.ASCII_PRETOKEN_RE.findall(text) == PRETOKEN_RE.findall(text)
+    assert ASCII_PRETOKEN_RE.findall(text) == PRETOKEN_RE.findall(text)
 
 
 def test_ascii_pretoken_pattern_matches_gpt2_pattern_on_all_ascii_pairs():
     chars = [chr(c) for c in range(128)]
     text = "".join(f"{a}{b} {a}x{b}\n{b}{a}'s " for a in chars for b in chars)
-    assert tokenizer_module.ASCII_PRETOKEN_RE.findall(text) == PRETOKEN_RE.findall(text)
+    assert ASCII_PRETOKEN_RE.findall(text) == PRETOKEN_RE.findall(text)
 
 
 def test_gpt2_style_vocab_matches_tiktoken_gpt2_rules():

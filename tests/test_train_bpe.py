@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cs336_basics.tokenizer.bpe import _reversed_order_key, bpe_merges
+from cs336_basics.tokenizer import pretokenize
 from cs336_basics.tokenizer.pretokenize import chunk_ranges
 
 from .adapters import run_train_bpe
@@ -153,6 +154,19 @@ def test_train_bpe_no_special_tokens_many_chunks(tmp_path):
     assert run_train_bpe(path, 400, [], num_workers=2, chunk_size=700) == naive_train_bpe(
         data, 400, []
     )
+
+
+@pytest.mark.parametrize("block_chars", [1, 50])
+def test_blockwise_pretokenization_counts_exactly(tmp_path, monkeypatch, block_chars):
+    """Text that is not all ASCII is pre-tokenized in blocks, the ASCII ones by a faster pattern:
+    whatever the block size, training equals the naive trainer."""
+    monkeypatch.setattr(pretokenize, "PRETOKEN_BLOCK_CHARS", block_chars)
+    rng = random.Random(3)
+    tails = ["", "", "", "é", "日本", " \u00a0", "🙂", "\t\n "]
+    text = " ".join(w + rng.choice(tails) for w in english_like(6000, seed=3).split(" "))
+    data = text.encode() + b" bad \xff byte \xc3"
+    path = _write(tmp_path, data)
+    assert run_train_bpe(path, 300, [EOT], num_workers=1) == naive_train_bpe(data, 300, [EOT])
 
 
 SPECIALS = ["<|endoftext|>", "<|x|>", "<|x|><|x|>"]  # the last two overlap: longest must win

@@ -1,11 +1,8 @@
 """Byte-level BPE tokenizer: encode text to token ids and back, given a vocab and ranked merges."""
 
 import os
-import re
 from collections.abc import Iterable, Iterator
 from itertools import chain, pairwise
-
-import regex
 
 from cs336_basics.tokenizer.files import (
     read_merges_txt,
@@ -14,30 +11,11 @@ from cs336_basics.tokenizer.files import (
     write_vocab_json,
 )
 from cs336_basics.tokenizer.pretokenize import (
-    PRETOKEN_RE,
+    LAST_SAFE_CUT_RE,
+    pretokenize_blocks,
     special_token_regex,
     split_on_special_tokens,
 )
-
-# A cut between a non-space and a space character is a pre-token boundary whatever follows:
-# no GPT-2 alternative lets a match run from a non-space into a space (only a *leading*
-# space is ever joined to a word), and the whitespace alternatives never contain a non-space.
-# Cutting after whitespace is not safe: `\s+(?!\S)` makes a trailing run depend on what follows.
-_LAST_SAFE_CUT_RE = regex.compile(r"(?r)\S(?=\s)")
-_NEXT_SAFE_CUT_RE = regex.compile(r"\S(?=\s)")
-
-# The GPT-2 pattern specialized to ASCII text, where \p{L} is [A-Za-z], \p{N} is [0-9] and
-# `regex`'s \s is [\t\n\v\f\r ]. The standard `re` engine runs it ~1.8x faster than `regex`
-# runs the general pattern, so text is pre-tokenized in blocks, each with the ASCII pattern
-# when it can. (tests/test_tokenizer.py checks it against PRETOKEN_RE.)
-_ASCII_SPACE = r"\t\n\x0b\x0c\r "
-ASCII_PRETOKEN_RE = re.compile(
-    rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_ASCII_SPACE}A-Za-z0-9]+"""
-    rf"""|[{_ASCII_SPACE}]+(?![^{_ASCII_SPACE}])|[{_ASCII_SPACE}]+"""
-)
-# Characters per pre-tokenization block: small enough that a rare non-ASCII character sends
-# little text to the slower pattern, large enough that the per-block cost is negligible.
-PRETOKEN_BLOCK_CHARS = 1 << 12
 
 # Distinct pre-tokens kept in the encode cache before it is emptied; ~50 MB at most.
 CACHE_MAX_ENTRIES = 200_000
@@ -45,20 +23,6 @@ CACHE_MAX_ENTRIES = 200_000
 STREAM_BATCH_CHARS = 1 << 16
 
 _NO_MERGE = 1 << 62  # the "rank" of a pair that no merge joins
-
-
-def _pretokenized_blocks(text: str) -> Iterator[list[str]]:
-    """PRETOKEN_RE.findall(text), in blocks cut where no pre-token spans the cut."""
-    if text.isascii():
-        yield ASCII_PRETOKEN_RE.findall(text)
-        return
-    start = 0
-    while start < len(text):
-        cut = _NEXT_SAFE_CUT_RE.search(text, start + PRETOKEN_BLOCK_CHARS)
-        end = cut.end() if cut is not None else len(text)
-        block = text[start:end]
-        yield (ASCII_PRETOKEN_RE if block.isascii() else PRETOKEN_RE).findall(block)
-        start = end
 
 
 class _PretokenCache(dict):
@@ -196,7 +160,7 @@ class Tokenizer:
     def _encode_ordinary(self, text: str, ids: list[int]) -> None:
         """Append the ids of `text`, which holds no special token."""
         pretoken_ids = self._cache.__getitem__
-        for block in _pretokenized_blocks(text):
+        for block in pretokenize_blocks(text):
             ids.extend(chain.from_iterable(map(pretoken_ids, block)))
 
     def encode(self, text: str) -> list[int]:
@@ -221,7 +185,7 @@ class Tokenizer:
                 if match.start() >= limit:
                     break
                 start = match.end()
-        space = _LAST_SAFE_CUT_RE.search(text, start, max(start, limit))
+        space = LAST_SAFE_CUT_RE.search(text, start, max(start, limit))
         return space.end() if space is not None else start
 
     def encode_iterable(self, iterable: Iterable[str]) -> Iterator[int]:
