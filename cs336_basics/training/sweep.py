@@ -1,0 +1,354 @@
+"""A series of training runs that differ in a few config values, compared in one plot and one table.
+
+Every experiment driver in `script/` (learning rate, batch size, the ablations) is a base
+config plus `{label: overrides}`; this module runs them one after another, records a run
+that diverges or runs out of memory instead of stopping the series, and writes
+`pics/<name>.png` (validation loss vs steps and vs wall-clock) and `pics/<name>.md`.
+"""
+
+import argparse
+import math
+import re
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from cs336_basics.config import TrainConfig, config_to_dict, load_config
+from cs336_basics.fileio import atomic_write
+from cs336_basics.markdown import markdown_table
+from cs336_basics.training.logging import read_metrics
+from cs336_basics.training.plots import plot_curves
+from cs336_basics.training.trainer import TrainResult, train
+
+
+@dataclass
+class RunOutcome:
+    """One run of a sweep: its result, or the reason it could not train (e.g. out of memory)."""
+
+    label: str
+    overrides: dict[str, Any]
+    result: TrainResult | None = None
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        """`ok`, `NaN/inf` (stopped on a non-finite loss), `loss rose` (ended above its
+        step-0 validation loss), or the error."""
+        if self.error:
+            return self.error
+        r = self.result
+        if r.diverged:
+            return "NaN/inf"
+        initial = next(
+            (row["val_loss"] for row in r.metrics if row.get("val_loss") is not None), None
+        )
+        if r.final_val_loss is None or initial is None or r.final_val_loss > initial:
+            return "loss rose"
+        return "ok"
+
+
+def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    """A new, validated config: `cfg` with dotted-key `overrides` (`{"optim.lr": 1e-3}`) applied."""
+    flat = {
+        f"{section}.{k}": v
+        for section, values in config_to_dict(cfg).items()
+        for k, v in values.items()
+    }
+    return load_config(None, {**flat, **overrides})
+
+
+def short_run_overrides(cfg: TrainConfig, steps: int) -> dict[str, Any]:
+    """Make `cfg` a `steps`-step run whose schedule, evaluations and logs fit that length:
+    warmup at most 10% of it, about 10 validation points, a checkpoint only at the end."""
+    return {
+        "training.max_steps": steps,
+        "training.total_tokens": None,
+        "training.eval_interval": max(1, steps // 10),
+        "training.log_interval": max(1, steps // 50),
+        "training.checkpoint_interval": steps,
+        "training.keep_last": 1,
+        "schedule.warmup_iters": min(cfg.schedule.warmup_iters, steps // 10),
+        "schedule.cosine_cycle_iters": None,
+    }
+
+
+def steps_for_budget(
+    cfg: TrainConfig, budget_s: float, num_runs: int, name: str, probe_steps: int = 10
+) -> int:
+    """How many steps of `cfg` fit `budget_s` seconds split over `num_runs` runs.
+
+    Times a short probe run (`runs/<name>-probe`) for its training throughput and keeps a
+    fifth of the budget for evaluation, data preparation and start-up.
+    """
+    probe = apply_overrides(
+        cfg,
+        {
+            **short_run_overrides(cfg, probe_steps),
+            "training.log_interval": 1,
+            "training.eval_batches": 1,
+            "training.run_name": f"{name}-probe",
+            "training.overwrite": True,
+            "training.resume": False,
+        },
+    )
+    rows = [
+        r["tokens_per_s"] for r in train(probe, progress=False).metrics if r.get("tokens_per_s")
+    ]
+    tokens_per_s = statistics.median(rows[1:] or rows)  # the first step pays for warm-up
+    return max(1, int(0.8 * budget_s / num_runs * tokens_per_s / cfg.tokens_per_step))
+
+
+def _identity(cfg: TrainConfig) -> dict:
+    """What decides a run's outcome: the config minus where it is written and how it starts."""
+    d = config_to_dict(cfg)
+    d["training"] = {
+        k: v
+        for k, v in d["training"].items()
+        if k not in ("run_name", "out_dir", "overwrite", "resume")
+    }
+    return d
+
+
+def find_finished_run(cfg: TrainConfig) -> TrainResult | None:
+    """A run folder next to `cfg.run_dir` trained with the same config (its name aside) to its
+    last step, as a TrainResult read back from its logs; None if there is none."""
+    want = _identity(cfg)
+    for config_file in sorted(Path(cfg.training.out_dir).glob("*/config.toml")):
+        run_dir = config_file.parent
+        try:
+            if _identity(load_config(config_file)) != want:
+                continue
+        except ValueError:  # written by an older version of the config
+            continue
+        rows = read_metrics(run_dir / "metrics.jsonl")
+        val_losses = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
+        if not rows or rows[-1]["step"] != cfg.total_steps or rows[-1].get("val_loss") is None:
+            continue
+        return TrainResult(
+            run_dir=run_dir,
+            steps=rows[-1]["step"],
+            tokens_seen=rows[-1]["tokens"],
+            seconds=rows[-1]["time_s"],
+            final_val_loss=val_losses[-1],
+            best_val_loss=min(val_losses),
+            diverged=False,
+            metrics=rows,
+        )
+    return None
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(e, RuntimeError)
+        and bool(re.search(r"out of memory|can't allocate memory", str(e)))
+    )
+
+
+def run_sweep(
+    base: TrainConfig,
+    runs: Mapping[str, Mapping[str, Any]],
+    name: str,
+    pics_dir: str | Path = "pics",
+    title: str = "",
+    progress: bool = True,
+    stop_after_oom: bool = False,
+    reuse: bool = False,
+) -> list[RunOutcome]:
+    """Train `base` with each `runs[label]` overrides, then write the plot and table.
+
+    Runs go to `<base out_dir>/<name>-<label>`, replacing an earlier sweep's run of the same
+    name. All configs are built (and validated) before the first run starts. An out-of-memory
+    run is recorded and, with `stop_after_oom`, ends the series (the larger sizes that follow
+    would fail too). With `reuse`, a run whose config matches a finished run in the same
+    out_dir (e.g. the baseline shared by several ablations) is read back instead of trained.
+    """
+    configs = {
+        label: apply_overrides(
+            base,
+            {
+                "training.run_name": f"{name}-{_slug(label)}",
+                "training.overwrite": True,
+                "training.resume": False,
+                **overrides,
+            },
+        )
+        for label, overrides in runs.items()
+    }
+    outcomes = []
+    for i, (label, cfg) in enumerate(configs.items(), start=1):
+        outcome = RunOutcome(
+            label, dict(runs[label]), result=find_finished_run(cfg) if reuse else None
+        )
+        if outcome.result:
+            tqdm.write(f"[{name} {i}/{len(configs)}] {label}: reusing {outcome.result.run_dir}")
+            outcomes.append(outcome)
+            continue
+        tqdm.write(
+            f"[{name} {i}/{len(configs)}] {label}: {cfg.total_steps:,} steps -> {cfg.run_dir}"
+        )
+        try:
+            outcome.result = train(cfg, progress=progress)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            outcome.error = "out of memory"
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        outcomes.append(outcome)
+        tqdm.write(f"[{name} {i}/{len(configs)}] {label}: {outcome.status}")
+        if outcome.error and stop_after_oom:
+            break
+    write_report(outcomes, name, pics_dir, title or name, describe(base))
+    return outcomes
+
+
+def describe(cfg: TrainConfig) -> str:
+    """One line saying what every run of a sweep shares, for the report."""
+    m, t, o = cfg.model, cfg.training, cfg.optim
+    return (
+        f"Base: d_model {m.d_model}, {m.num_layers} layers, {m.num_heads} heads, d_ff {m.d_ff}, "
+        f"vocab {m.vocab_size}, context {m.context_length}; {cfg.total_steps:,} steps of "
+        f"{cfg.tokens_per_step:,} tokens (batch {t.batch_size} x {t.grad_accum_steps}); "
+        f"lr {o.lr:g} -> {o.min_lr:g}; train {cfg.data.train_tokens}, "
+        f"validation {cfg.data.val_tokens} ({t.eval_batches} batches)."
+    )
+
+
+def summary_table(outcomes: list[RunOutcome]) -> str:
+    """Markdown: run, final/best validation loss, divergence, steps, tokens, time."""
+
+    def loss(v: float | None) -> str:
+        return "-" if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+    rows = []
+    for o in outcomes:
+        r = o.result
+        if r is None:
+            rows.append([o.label, "-", "-", o.status, "-", "-", "-"])
+            continue
+        diverged = "no" if o.status == "ok" else f"yes ({o.status})"
+        rows.append(
+            [
+                o.label,
+                loss(r.final_val_loss),
+                loss(r.best_val_loss),
+                diverged,
+                f"{r.steps:,}",
+                f"{r.tokens_seen:,}",
+                f"{r.seconds:.0f}",
+            ]
+        )
+    return markdown_table(
+        ["run", "final val loss", "best val loss", "diverged?", "steps", "tokens", "time (s)"], rows
+    )
+
+
+def write_report(
+    outcomes: list[RunOutcome], name: str, pics_dir: str | Path, title: str, note: str = ""
+) -> tuple[Path, Path]:
+    """`pics_dir/<name>.png` (curves of the runs that trained, if any) and `pics_dir/<name>.md`
+    (`note`, then the table); the table is printed too. Returns both paths."""
+    pics_dir = Path(pics_dir)
+    png, md = pics_dir / f"{name}.png", pics_dir / f"{name}.md"
+    curves = {o.label: o.result.metrics for o in outcomes if o.result}
+    if curves:
+        plot_curves(curves, png, title=title)
+    table = summary_table(outcomes)
+    with atomic_write(md, "w", encoding="utf-8") as f:
+        f.write(f"# {title}\n\n" + (f"{note}\n\n" if note else "") + f"{table}\n")
+        f.write(f"\n![{name}]({png.name})\n" if curves else "")
+    print(
+        f"\n{table}\n\n"
+        + (f"plot: {png}\n" if curves else "no run trained: no plot\n")
+        + f"table: {md}"
+    )
+    return png, md
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "run"
+
+
+# ---------------------------------------------------------------- shared command line
+
+
+def sweep_parser(description: str, name: str) -> argparse.ArgumentParser:
+    """The options every experiment script shares; add the script's own, then `parse_sweep_args`."""
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any other option is a config override applied to every run, written as in "
+        "script/train.py: --model.d_model 256, --training.batch_size=16, optim.weight_decay=0.01.",
+    )
+    parser.add_argument(
+        "--config",
+        default="configs/demo.toml",
+        help="base preset, any file in configs/ (default: %(default)s)",
+    )
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--steps",
+        type=int,
+        help="shorten every run to this many steps, with warmup, evaluations "
+        "and logging scaled to fit (default: the preset's own length)",
+    )
+    budget.add_argument(
+        "--budget-minutes",
+        type=float,
+        help="fit the whole series into about this many minutes: a 10-step probe run measures "
+        "throughput and sets the steps per run (default: off)",
+    )
+    parser.add_argument(
+        "--name",
+        default=name,
+        help="sweep name: run folders <out_dir>/<name>-<label>, "
+        "<pics>/<name>.png and <pics>/<name>.md (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--pics", default="pics", help="folder for the plot and the table (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--reuse-runs",
+        action="store_true",
+        help="read back, instead of training again, any run that a finished run in the same "
+        "out_dir already did with the identical config (e.g. the baseline the ablations share)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no per-step progress bars or log lines"
+    )
+    return parser
+
+
+def parse_sweep_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the script's options; everything else lands in `args.overrides`."""
+    args, args.overrides = parser.parse_known_args()
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be at least 1")
+    return args
+
+
+def base_config(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, num_runs: int
+) -> TrainConfig:
+    """The preset with the command-line overrides, shortened by --steps / --budget-minutes;
+    a bad preset or override exits with the parser's usage error."""
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ValueError as e:
+        parser.error(str(e))
+    steps = args.steps
+    if args.budget_minutes is not None:
+        steps = steps_for_budget(cfg, args.budget_minutes * 60, num_runs, args.name)
+        print(f"budget {args.budget_minutes:g} min over {num_runs} runs: {steps:,} steps each")
+    if not steps:
+        return cfg
+    # The short-run settings go under the command line's own overrides, which keep the last word.
+    short = [
+        f"{k}={'none' if v is None else v}" for k, v in short_run_overrides(cfg, steps).items()
+    ]
+    return load_config(args.config, [*short, *args.overrides])
