@@ -1,0 +1,122 @@
+"""Data preparation shared by every run: raw text -> BPE tokenizer -> token arrays.
+
+Each stage runs only when its output is missing, so a second run (or a second experiment on
+the same data) starts training at once. Outputs that exist are trusted as they are: change
+the paths in the config when the text or the tokenizer size changes.
+"""
+
+import os
+import time
+from pathlib import Path
+
+from cs336_basics.config import DataConfig
+from cs336_basics.demo_corpus import write_corpus
+from cs336_basics.fileio import atomic_write
+
+TINYSTORIES_FILES = ("TinyStoriesV2-GPT4-train.txt", "TinyStoriesV2-GPT4-valid.txt")  # as downloaded
+DEMO_VAL_FRACTION = 0.05  # the generated validation text is this fraction of the training text's size
+
+
+def tokenizer_files(tokenizer_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """(vocab.json, merges.txt) of a saved tokenizer folder."""
+    return Path(tokenizer_dir) / "vocab.json", Path(tokenizer_dir) / "merges.txt"
+
+
+def slice_text(src: Path, dest: Path, max_bytes: int, special_tokens: list[str]) -> Path:
+    """Copy at most `max_bytes` of `src` to `dest`, cut after the last whole document (or
+    line) so no story and no UTF-8 character is split; return the path to read from."""
+    if src.stat().st_size <= max_bytes:
+        return src
+    if dest.exists():
+        return dest
+    with open(src, "rb") as f:
+        head = f.read(max_bytes)
+    cut = max((head.rfind(t.encode()) + len(t.encode()) for t in special_tokens if t.encode() in head), default=-1)
+    if cut <= 0:
+        cut = head.rfind(b"\n") + 1
+    if cut <= 0:
+        raise ValueError(f"{src}: no document or line ends in the first {max_bytes} bytes; raise data.max_text_bytes")
+    with atomic_write(dest, "wb") as f:
+        f.write(head[: cut + (head[cut : cut + 1] == b"\n")])  # keep the newline after the separator
+    return dest
+
+
+def _require_text(path: str | None, tokens_path: Path, what: str) -> Path:
+    if path is None:
+        raise FileNotFoundError(
+            f"{what} token file {tokens_path} not found, and data.{what}_text names no raw text to build "
+            f"it from. Point data.{what}_tokens at an existing token file, or set data.{what}_text "
+            "(TinyStories / OpenWebText: `uv run python script/download_data.py`)."
+        )
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"raw {what} text {path} not found (needed to build {tokens_path}). Download it with "
+            "`uv run python script/download_data.py`, or fix data.{what}_text."
+        )
+    return Path(path)
+
+
+def default_run(data_dir: str | os.PathLike = "data") -> tuple[str, dict[str, object]]:
+    """What the no-argument run trains on, as overrides of configs/demo.toml and a description:
+    a slice of TinyStories (sized for ~10 minutes on 2 CPU cores) when its text is in
+    `data_dir`, otherwise the built-in generated stories."""
+    train, valid = Path(data_dir) / TINYSTORIES_FILES[0], Path(data_dir) / TINYSTORIES_FILES[1]
+    if not (train.is_file() and valid.is_file()):
+        return "the built-in corpus of generated children's stories (no download needed)", {}
+    out = Path(data_dir) / "tinystories_demo"
+    return f"a 10 MB slice of TinyStories ({train})", {
+        "data.demo_corpus": False, "data.train_text": str(train), "data.val_text": str(valid),
+        "data.max_text_bytes": 10_000_000, "data.max_val_text_bytes": 1_000_000,
+        "data.tokenizer_dir": str(out / "tokenizer"), "data.train_tokens": str(out / "train.npy"),
+        "data.val_tokens": str(out / "valid.npy"), "training.run_name": "demo_tinystories",
+    }
+
+
+def prepare_data(data: DataConfig, vocab_size: int, progress: bool = True) -> None:
+    """Make sure `data.train_tokens` and `data.val_tokens` exist, building what is missing:
+    the demo corpus (if `data.demo_corpus`), text slices (`max_text_bytes`), the tokenizer
+    (trained on the training text, `vocab_size` entries) and the token arrays."""
+    from cs336_basics.tokenizer.binarize import encode_file  # heavy imports only when there is work
+    from cs336_basics.tokenizer.bpe import train_bpe
+    from cs336_basics.tokenizer.tokenizer import Tokenizer
+
+    say = print if progress else (lambda *_: None)
+    splits = {"train": Path(data.train_tokens), "val": Path(data.val_tokens)}
+    missing = {what: p for what, p in splits.items() if not p.exists()}
+    if not missing:
+        return
+    for what, p in missing.items():
+        if p.suffix != ".npy":
+            raise ValueError(f"data.{what}_tokens = {p} does not exist, and only .npy token files can be built; "
+                             "give it a .npy name or point it at an existing file")
+    if data.demo_corpus:
+        sizes = {"train": data.demo_corpus_bytes, "val": int(data.demo_corpus_bytes * DEMO_VAL_FRACTION)}
+        for seed, (what, text) in enumerate((("train", data.train_text), ("val", data.val_text))):
+            if not Path(text).exists():
+                say(f"writing {sizes[what] / 1e6:.1f} MB of generated children's stories to {text}")
+                write_corpus(text, sizes[what], seed=seed)
+
+    vocab_path, merges_path = tokenizer_files(data.tokenizer_dir)
+    need_tokenizer = not (vocab_path.exists() and merges_path.exists())
+    limits = {"train": data.max_text_bytes, "val": data.max_val_text_bytes}
+    texts = {}
+    for what in [w for w in splits if w in missing or (w == "train" and need_tokenizer)]:
+        text = _require_text(getattr(data, f"{what}_text"), splits[what], what)
+        if limits[what] is not None:
+            dest = splits[what].with_name(splits[what].stem + ".slice.txt")
+            text = slice_text(text, dest, limits[what], data.special_tokens)
+        texts[what] = text
+
+    if need_tokenizer:
+        say(f"training a {vocab_size:,}-token BPE tokenizer on {texts['train']} "
+            f"({texts['train'].stat().st_size / 1e6:.1f} MB) ...")
+        start = time.perf_counter()
+        vocab, merges = train_bpe(texts["train"], vocab_size, data.special_tokens, progress=progress)
+        Tokenizer(vocab, merges, data.special_tokens).save(vocab_path, merges_path)
+        say(f"  done in {time.perf_counter() - start:.1f}s -> {data.tokenizer_dir}")
+    tokenizer = Tokenizer.from_files(vocab_path, merges_path, data.special_tokens)
+
+    for what, tokens_path in missing.items():
+        say(f"tokenizing {texts[what]} -> {tokens_path} ...")
+        stats = encode_file(tokenizer, texts[what], tokens_path, progress=progress)
+        say(f"  {stats.num_tokens:,} tokens ({stats.bytes_per_token:.2f} bytes/token) in {stats.seconds:.1f}s")
