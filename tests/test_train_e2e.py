@@ -250,7 +250,8 @@ def test_resume_with_different_model_shape(tmp_path, data_args, capsys):
     assert _run(tmp_path, data_args, "shape", "--resume", **{"model.d_model": 32}) == 1
     err = capsys.readouterr().err
     assert "different model shape" in err and "model.d_model: checkpoint 16, config 32" in err
-    assert _run(tmp_path, data_args, "shape") == 1  # a fresh run would overwrite it: refused
+    # A fresh run would overwrite it: refused (the demo preset opts into overwriting; others don't).
+    assert _run(tmp_path, data_args, "shape", **{"training.overwrite": False}) == 1
     assert "already holds a run" in capsys.readouterr().err
     assert _final_state(tmp_path / "runs/shape")["iteration"] == 2  # nothing lost
 
