@@ -21,13 +21,6 @@ from cs336_basics.tokenizer.tokenizer import Tokenizer
 VOCAB, CONTEXT = 257, 16  # 256 bytes + <|endoftext|>, so the byte tokenizer below fits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and on a busy machine idle threads make them ~1000x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(**variant) -> TransformerLM:

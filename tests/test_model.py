@@ -32,14 +32,6 @@ from .adapters import (
 D_MODEL, HEADS, D_FF, SEQ, THETA, VOCAB, LAYERS = 32, 4, 48, 12, 10000.0, 50, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: with several threads, each op's thread sync costs more than its
-    work, and on a busy machine the overfit test ran 60x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def close(actual, expected, atol=1e-5, rtol=1e-4):
