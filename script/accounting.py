@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 
 from cs336_basics import accounting as acc
+from cs336_basics.markdown import markdown_table
 from cs336_basics.nn.transformer import VARIANTS, ModelConfig
 
 GB = 1e9
@@ -111,11 +112,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 def grouped(tally: acc.Tally, groups: dict[str, tuple[str, ...]]) -> dict[str, int]:
     parts = tally.components()
     return {
@@ -151,7 +147,7 @@ def gpt2_tables(context_length: int) -> None:
             ]
         )
     print(
-        table(
+        markdown_table(
             ["model", "layers", "d_model", "heads", "d_ff", *PARAM_GROUPS, "parameters", "fp32 GB"],
             rows,
         )
@@ -169,7 +165,7 @@ def gpt2_tables(context_length: int) -> None:
                 f"{flops.total:.4g}",
             ]
         )
-    print(table(["model", *FLOP_GROUPS, "total"], rows))
+    print(markdown_table(["model", *FLOP_GROUPS, "total"], rows))
     print()
 
 
@@ -204,7 +200,7 @@ def detail(
     print(f"### Parameters: {params.total:,} ({4 * params.total / GB:.2f} GB in float32)\n")
     parts = params.components()
     print(
-        table(
+        markdown_table(
             ["component", "parameters", "share"],
             [[k, f"{n:,}", f"{100 * n / params.total:.1f}%"] for k, n in parts.items()],
         )
@@ -214,7 +210,7 @@ def detail(
     print(f"\n### Forward FLOPs, batch {batch_size:,} x {t:,} tokens: {flops.total:.4g}\n")
     parts = flops.components()
     print(
-        table(
+        markdown_table(
             ["matmul", "FLOPs", "share"],
             [[k, f"{n:.4g}", f"{100 * n / flops.total:.1f}%"] for k, n in parts.items()],
         )
@@ -228,7 +224,7 @@ def detail(
         [part, f"{getattr(mem, part) / GB:,.2f}", f"{100 * getattr(mem, part) / mem.total:.1f}%"]
         for part in ("parameters", "gradients", "optimizer_state", "activations")
     ]
-    print(table(["part", "GB", "share"], rows))
+    print(markdown_table(["part", "GB", "share"], rows))
     acts = acc.activation_count(cfg, 1)
     note = (
         " (SwiGLU adds w3 and the gate to the handout's W1, SiLU, W2; see --ffn silu)"
@@ -238,7 +234,7 @@ def detail(
     print(f"\nActivations per sequence: {4 * acts.total / GB:.3f} GB, by component{note}:\n")
     parts = acts.components()
     print(
-        table(
+        markdown_table(
             ["activation", "values per sequence", "share"],
             [[k, f"{n:,}", f"{100 * n / acts.total:.1f}%"] for k, n in parts.items()],
         )
