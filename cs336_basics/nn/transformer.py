@@ -185,12 +185,16 @@ class TransformerBlock(nn.Module):
         positions: str = "rope",
         ffn: str = "swiglu",
         eps: float = 1e-5,
+        rope: RotaryPositionalEmbedding | None = None,
     ):
+        """`rope`: a RoPE module to share (the LM passes one to all its blocks); built here
+        from max_seq_len/theta when positions="rope" and none is given."""
         super().__init__()
         _check_variants(norm=norm, positions=positions, ffn=ffn)
         self.norm = norm
-        rope = None
-        if positions == "rope":
+        if positions == "nope":
+            rope = None
+        elif rope is None:
             rope = RotaryPositionalEmbedding(
                 theta, d_model // num_heads, max_seq_len, device=device
             )
@@ -252,6 +256,12 @@ class TransformerLM(nn.Module):
             **variant_options,
         )
         self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
+        # One set of cos/sin tables for every layer (non-persistent: not in the state dict).
+        rope = (
+            RotaryPositionalEmbedding(rope_theta, d_model // num_heads, context_length, device=device)
+            if cfg.positions == "rope"
+            else None
+        )
         self.layers = nn.ModuleList(
             TransformerBlock(
                 d_model,
@@ -265,6 +275,7 @@ class TransformerLM(nn.Module):
                 positions=cfg.positions,
                 ffn=cfg.ffn,
                 eps=cfg.eps,
+                rope=rope,
             )
             for _ in range(num_layers)
         )
