@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cs336_basics.tokenizer.bpe import _reversed_order_key, bpe_merges
-from cs336_basics.tokenizer import pretokenize
 from cs336_basics.tokenizer.pretokenize import chunk_ranges
 
 from .adapters import run_train_bpe
@@ -156,11 +155,9 @@ def test_train_bpe_no_special_tokens_many_chunks(tmp_path):
     )
 
 
-@pytest.mark.parametrize("block_chars", [1, 50])
-def test_blockwise_pretokenization_counts_exactly(tmp_path, monkeypatch, block_chars):
-    """Text that is not all ASCII is pre-tokenized in blocks, the ASCII ones by a faster pattern:
-    whatever the block size, training equals the naive trainer."""
-    monkeypatch.setattr(pretokenize, "PRETOKEN_BLOCK_CHARS", block_chars)
+def test_mixed_ascii_pretokenization_counts_exactly(tmp_path):
+    """Text that is not all ASCII is pre-tokenized in stretches, the ASCII ones by a faster
+    pattern: training equals the naive trainer."""
     rng = random.Random(3)
     tails = ["", "", "", "é", "日本", " \u00a0", "🙂", "\t\n "]
     text = " ".join(w + rng.choice(tails) for w in english_like(6000, seed=3).split(" "))

@@ -1,17 +1,19 @@
 """Encode a text file into one flat `.npy` array of token ids, in parallel worker processes.
 
 The file is cut into ranges that split no pre-token and no special token (`chunk_ranges`), so
-encoding the ranges one by one gives exactly `tokenizer.encode(whole_text)`. Workers encode
-ranges in order while the parent appends their arrays to a temp `.npy` next to the output and
-renames it into place at the end.
+encoding the ranges one by one gives exactly `tokenizer.encode(whole_text)`. This process and
+forked helpers encode ranges as they claim them, while this one appends them in order to a temp
+`.npy` next to the output and renames it into place at the end.
 """
 
+import gc
 import io
 import multiprocessing as mp
 import os
+import queue
 import time
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +41,6 @@ class EncodeStats:
         return self.input_bytes / 1e6 / max(self.seconds, 1e-9)
 
 
-def token_dtype(vocab_size: int) -> np.dtype:
-    """uint16 when every id fits (vocab of at most 65,536 ids), else uint32."""
-    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
-
-
 def _npy_header(dtype: np.dtype, length: int) -> bytes:
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
@@ -53,29 +50,82 @@ def _npy_header(dtype: np.dtype, length: int) -> bytes:
     return header.getvalue()
 
 
-# Smaller files are encoded in this process: starting workers would cost more than it saves.
-PARALLEL_MIN_BYTES = 2 << 20
-
-_tokenizer: Tokenizer | None = None  # the worker process's own tokenizer
-
-
-def _init_worker(tokenizer: Tokenizer) -> None:
-    global _tokenizer
-    _tokenizer = tokenizer
+# Smaller files are encoded in this process: starting a helper would cost more than it saves.
+PARALLEL_MIN_BYTES = 1 << 19
+# Ranges are at least this long (unless each worker gets just one): every range pays to merge
+# the words new to it, in one batch, and a batch of many words merges fastest per word.
+MIN_RANGE_BYTES = 1 << 20
+# How many encoded ranges may wait, in memory, for an earlier one to be written.
+MAX_WAITING_RANGES = 8
 
 
-def _encode_range(
-    tokenizer: Tokenizer, path: str, start: int, end: int, dtype: np.dtype
-) -> np.ndarray:
+def _encode_range(tokenizer: Tokenizer, path: str, start: int, end: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(start)
         # surrogateescape keeps bytes that are not valid UTF-8 as themselves, as training does
         text = f.read(end - start).decode("utf-8", "surrogateescape")
-    return np.array(tokenizer.encode(text), dtype=dtype)
+    return tokenizer.encode_to_bytes(text)
 
 
-def _encode_range_in_worker(task: tuple) -> np.ndarray:
-    return _encode_range(_tokenizer, *task)
+def _helper(tokenizer: Tokenizer, path: str, ranges: list[tuple[int, int]], next_range, results):
+    """Helper process: encode the ranges it claims from the shared counter; send (index, ids)."""
+    gc.disable()  # the encoder makes no reference cycles; collections would only cost time
+    try:
+        while (i := _claim(next_range)) < len(ranges):
+            results.put((i, _encode_range(tokenizer, path, *ranges[i])))
+    except BaseException as e:  # the parent re-raises it; a silent helper would hang the parent
+        results.put((-1, e))
+
+
+def _claim(next_range) -> int:
+    with next_range.get_lock():
+        i = next_range.value
+        next_range.value += 1
+    return i
+
+
+def _encode_in_parallel(
+    tokenizer: Tokenizer, path: str, ranges: list[tuple[int, int]], helpers: int
+) -> Iterator[bytes]:
+    """Yield the packed ids of each range in order; `helpers` forked processes and this one
+    encode them, each claiming the next range not taken."""
+    # fork: helpers start in milliseconds with the tokenizer (and its warm cache) inherited,
+    # where a fresh interpreter takes over a second to import and rebuild it. Helpers run only
+    # the tokenizer, never torch, so threads the caller may hold cannot deadlock them.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    next_range = ctx.Value("q", 0)
+    results = ctx.Queue(MAX_WAITING_RANGES)
+    procs = [
+        ctx.Process(
+            target=_helper, args=(tokenizer, path, ranges, next_range, results), daemon=True
+        )
+        for _ in range(helpers)
+    ]
+    for p in procs:
+        p.start()
+    done: dict[int, bytes] = {}  # encoded ranges that wait for an earlier one
+    try:
+        for i in range(len(ranges)):
+            while i not in done:
+                if len(done) < MAX_WAITING_RANGES and (mine := _claim(next_range)) < len(ranges):
+                    done[mine] = _encode_range(tokenizer, path, *ranges[mine])
+                    continue
+                try:
+                    index, message = results.get(timeout=1.0)
+                except queue.Empty:
+                    if any(p.exitcode not in (None, 0) for p in procs):
+                        raise RuntimeError(
+                            "an encoding helper process died (out of memory?)"
+                        ) from None
+                    continue
+                if index < 0:
+                    raise message
+                done[index] = message
+            yield done.pop(i)
+    finally:
+        for p in procs:  # all ranges are written, or this failed: nothing left for helpers
+            p.terminate()
+            p.join()
 
 
 def encode_file(
@@ -90,51 +140,48 @@ def encode_file(
 
     The array is uint16 when the vocab has at most 65,536 ids, else uint32; read it back with
     `np.load(output_path, mmap_mode="r")`. `num_workers` processes (default: all cores; just
-    this one for a file under PARALLEL_MIN_BYTES) encode ranges of at most about `chunk_size`
-    bytes; memory follows `num_workers * chunk_size`, not the file size. The output appears
-    only when complete; on an error or interrupt it is left untouched.
+    this one for a file under PARALLEL_MIN_BYTES), this one among them, encode ranges of at
+    most about `chunk_size` bytes; memory follows `chunk_size` times the workers and the at
+    most 2 * MAX_WAITING_RANGES finished ranges waiting for an earlier one, not the file size.
+    The output appears only when complete; on an error or interrupt it is left untouched.
     """
     input_path = Path(input_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"input text file not found: {input_path}")
     size = input_path.stat().st_size
     workers = 1 if size < PARALLEL_MIN_BYTES else (num_workers or os.cpu_count() or 1)
-    dtype = token_dtype(max(tokenizer.vocab) + 1)
+    dtype = tokenizer.id_dtype
     start_time = time.perf_counter()
-    # At least 4 ranges a worker, so that none idles at the end while another still works.
-    chunk_size = min(chunk_size, max(size // (4 * workers), 1 << 18))
+    # Up to 8 ranges a worker, so that none idles long at the end while another still works,
+    # but of at least MIN_RANGE_BYTES: each range pays a start-up cost (its new words).
+    ranges_per_worker = min(max(size // (workers * MIN_RANGE_BYTES), 1), 8)
+    chunk_size = min(chunk_size, -(-size // (workers * ranges_per_worker)))
     ranges = chunk_ranges(input_path, chunk_size, tokenizer.special_tokens)
-    tasks = [(os.fspath(input_path), start, end, dtype) for start, end in ranges]
     num_tokens = 0
+    gc_was_enabled = gc.isenabled()
     with (
         atomic_write(output_path, "wb") as out,
         tqdm(total=size, unit="B", unit_scale=True, desc="encode", disable=not progress) as bar,
-        ExitStack() as stack,
     ):
         # The real length is known only at the end; the header is rewritten then.
         placeholder = _npy_header(dtype, np.iinfo(np.int64).max)
         out.write(placeholder)
-        if min(workers, len(tasks)) == 1:
-            arrays = (_encode_range(tokenizer, *task) for task in tasks)
+        helpers = min(workers, len(ranges)) - 1
+        if helpers > 0:
+            encoded = _encode_in_parallel(tokenizer, os.fspath(input_path), ranges, helpers)
         else:
-            # fork: workers start in ~0.1 s with the tokenizer (and its warm cache) inherited,
-            # where a fresh interpreter takes over a second to import and rebuild it. Workers run
-            # only the tokenizer, never torch, so threads the caller may hold cannot deadlock them.
-            # A worker that dies (out of memory) raises BrokenProcessPool here rather than hanging.
-            start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            pool = ProcessPoolExecutor(
-                min(workers, len(tasks)),
-                mp_context=mp.get_context(start_method),
-                initializer=_init_worker,
-                initargs=(tokenizer,),
-            )
-            # On an error, the ranges not started yet are skipped.
-            stack.callback(pool.shutdown, cancel_futures=True)
-            arrays = pool.map(_encode_range_in_worker, tasks)
-        for (start, end), ids in zip(ranges, arrays):
-            out.write(ids.tobytes())
-            num_tokens += len(ids)
-            bar.update(end - start)
+            encoded = (_encode_range(tokenizer, os.fspath(input_path), *r) for r in ranges)
+        # The encoder makes no reference cycles; collections would only rescan its tables.
+        gc.disable()
+        try:
+            with closing(encoded):  # stops the helpers, also on an error
+                for (start, end), ids in zip(ranges, encoded):
+                    out.write(ids)
+                    num_tokens += len(ids) // dtype.itemsize
+                    bar.update(end - start)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         header = _npy_header(dtype, num_tokens)
         assert len(header) == len(placeholder), "npy header length depends on the array length"
         out.seek(0)

@@ -21,35 +21,33 @@ ASCII_PRETOKEN_RE = re.compile(
     rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_ASCII_SPACE}A-Za-z0-9]+"""
     rf"""|[{_ASCII_SPACE}]+(?![^{_ASCII_SPACE}])|[{_ASCII_SPACE}]+"""
 )
-# Characters per block of text that is not all ASCII: small enough that a rare non-ASCII
-# character sends little text to the slower pattern, large enough that the per-block cost is
-# negligible.
-PRETOKEN_BLOCK_CHARS = 1 << 12
 # A cut between a non-space and a space character is a pre-token boundary whatever follows:
 # no GPT-2 alternative lets a match run from a non-space into a space (only a *leading*
 # space is ever joined to a word), and the whitespace alternatives never contain a non-space.
 # Cutting after whitespace is not safe: `\s+(?!\S)` makes a trailing run depend on what follows.
 NEXT_SAFE_CUT_RE = regex.compile(r"\S(?=\s)")
 LAST_SAFE_CUT_RE = regex.compile(r"(?r)\S(?=\s)")
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
 
 
 def pretokenize_blocks(text: str) -> Iterator[list[str]]:
     """`PRETOKEN_RE.findall(text)` as consecutive lists, faster.
 
-    All-ASCII text goes to ASCII_PRETOKEN_RE in one piece. Other text is cut into blocks of
-    about PRETOKEN_BLOCK_CHARS at safe cuts (no pre-token spans one), and each block that is
-    all ASCII still takes the fast pattern.
+    The ASCII stretches of the text, cut at safe cuts, go to ASCII_PRETOKEN_RE; only the few
+    words around each non-ASCII character go to the slower general pattern.
     """
-    if text.isascii():
-        yield ASCII_PRETOKEN_RE.findall(text)
-        return
     start = 0
-    while start < len(text):
-        cut = NEXT_SAFE_CUT_RE.search(text, start + PRETOKEN_BLOCK_CHARS)
-        end = cut.end() if cut is not None else len(text)
-        block = text[start:end]
-        yield (ASCII_PRETOKEN_RE if block.isascii() else PRETOKEN_RE).findall(block)
+    while (other := _NON_ASCII_RE.search(text, start)) is not None:
+        before = LAST_SAFE_CUT_RE.search(text, start, other.start())
+        after = NEXT_SAFE_CUT_RE.search(text, other.start())
+        cut = before.end() if before is not None else start
+        end = after.end() if after is not None else len(text)
+        if cut > start:
+            yield ASCII_PRETOKEN_RE.findall(text, start, cut)
+        yield PRETOKEN_RE.findall(text, cut, end)
         start = end
+    if start < len(text):
+        yield ASCII_PRETOKEN_RE.findall(text, start)
 
 
 def special_token_regex(special_tokens: Iterable[str]) -> "regex.Pattern[str] | None":

@@ -1,8 +1,11 @@
 """Byte-level BPE tokenizer: encode text to token ids and back, given a vocab and ranked merges."""
 
 import os
+from array import array
 from collections.abc import Iterable, Iterator
-from itertools import chain, pairwise
+from itertools import chain
+
+import numpy as np
 
 from cs336_basics.tokenizer.files import (
     read_merges_txt,
@@ -10,6 +13,7 @@ from cs336_basics.tokenizer.files import (
     write_merges_txt,
     write_vocab_json,
 )
+from cs336_basics.tokenizer.merging import Merger
 from cs336_basics.tokenizer.pretokenize import (
     LAST_SAFE_CUT_RE,
     pretokenize_blocks,
@@ -17,32 +21,44 @@ from cs336_basics.tokenizer.pretokenize import (
     split_on_special_tokens,
 )
 
-# Distinct pre-tokens kept in the encode cache before it is emptied; ~50 MB at most.
+# Pre-tokens the encode cache gains before it is reset (~25 MB at most).
 CACHE_MAX_ENTRIES = 200_000
+# Text is encoded in batches of about this many characters: enough for the new pre-tokens of a
+# batch to be merged together, few enough to bound the memory it takes.
+BATCH_CHARS = 1 << 21
+# Fewer new pre-tokens than this in a batch are merged one at a time.
+MERGE_BATCH_MIN = 64
 # encode_iterable gathers at least this many characters before it encodes a batch.
 STREAM_BATCH_CHARS = 1 << 16
 
-_NO_MERGE = 1 << 62  # the "rank" of a pair that no merge joins
-
 
 class _PretokenCache(dict):
-    """pre-token (str) -> token ids (tuple); a miss runs BPE. Emptied when full, so that memory
-    stays bounded.
+    """Pre-token (str) -> its token ids, packed as `typecode` bytes; a miss merges it. Reset to
+    `seed` when it has gained CACHE_MAX_ENTRIES more, so that memory stays bounded.
 
     Pre-tokens are UTF-8 encoded with "surrogateescape", so text decoded from a file with that
     handler (a byte that is not valid UTF-8 becomes a lone surrogate) encodes its original bytes.
     """
 
-    def __init__(self, bpe, max_entries: int):
-        super().__init__()
-        self._bpe = bpe
-        self._max_entries = max_entries
+    def __init__(self, merger: Merger, typecode: str, seed: dict[str, bytes]):
+        super().__init__(seed)
+        self._merger, self._typecode, self._seed = merger, typecode, seed
+        self._max_entries = len(seed) + CACHE_MAX_ENTRIES
+        # Misses since the tokenizer last reset the count; starts high, as a new cache misses often.
+        self.misses = CACHE_MAX_ENTRIES
 
-    def __missing__(self, pretoken: str) -> tuple[int, ...]:
-        if len(self) >= self._max_entries:
+    def __missing__(self, pretoken: str) -> bytes:
+        self.misses += 1
+        self.make_room(1)
+        ids = self._merger.merge(pretoken.encode("utf-8", "surrogateescape"))
+        packed = self[pretoken] = array(self._typecode, ids).tobytes()
+        return packed
+
+    def make_room(self, entries: int) -> None:
+        """Reset to the seed unless `entries` more fit."""
+        if len(self) + entries > self._max_entries:
             self.clear()
-        ids = self[pretoken] = self._bpe(pretoken.encode("utf-8", "surrogateescape"))
-        return ids
+            self.update(self._seed)
 
 
 class Tokenizer:
@@ -79,32 +95,20 @@ class Tokenizer:
         self._special_re = special_token_regex(self.special_tokens)
         self._max_special_len = max(map(len, self.special_tokens), default=0)
 
-        # Merges on ids: a pair of ids packed into one int -> its rank; rank -> the merged id.
-        self._id_bits = max(self.vocab, default=0).bit_length()
-        self._pair_rank: dict[int, int] = {}
-        self._merged_id: list[int] = []
-        for rank, (left, right) in enumerate(self.merges):
-            try:
-                left_id, right_id, merged_id = (
-                    self.token_to_id[t] for t in (left, right, left + right)
-                )
-            except KeyError as e:
-                raise ValueError(
-                    f"merge {rank} ({left!r}, {right!r}) needs token {e.args[0]!r}, "
-                    "which is not in the vocab"
-                ) from None
-            self._pair_rank.setdefault(left_id << self._id_bits | right_id, rank)
-            self._merged_id.append(merged_id)
-        self._byte_id: list[int | None] = [self.token_to_id.get(bytes([b])) for b in range(256)]
-        # Ranks of all byte pairs, indexed by first_byte << 8 | second_byte: BPE's first step.
-        self._byte_pair_rank: list[int] = [
-            self._pair_rank.get(a << self._id_bits | b, _NO_MERGE)
-            if a is not None and b is not None
-            else _NO_MERGE
-            for a in self._byte_id
-            for b in self._byte_id
-        ]
-        self._cache = _PretokenCache(self._bpe, CACHE_MAX_ENTRIES)
+        self._merger = Merger(self.token_to_id, self.merges)
+        # Ids travel packed as native uint16 (uint32 for a vocab past 65,536 ids) bytes: joining
+        # bytes is the fastest way to concatenate many short id sequences.
+        self.id_dtype = np.dtype(np.uint16 if max(self.vocab, default=0) < 1 << 16 else np.uint32)
+        self._typecode = {2: "H", 4: "I"}[self.id_dtype.itemsize]
+        assert array(self._typecode).itemsize == self.id_dtype.itemsize
+        # A pre-token that is itself a token is that token (tiktoken does the same), so those
+        # cache entries are known up front.
+        whole_tokens = {
+            token.decode("utf-8", "surrogateescape"): array(self._typecode, [token_id]).tobytes()
+            for token, token_id in self.token_to_id.items()
+        }
+        self._pretoken_ids = _PretokenCache(self._merger, self._typecode, whole_tokens)
+        self._special_ids = {s: whole_tokens[s] for s in self.special_to_id}
 
     def __reduce__(self):
         # Pickle what rebuilds the tokenizer, not its cache.
@@ -125,53 +129,49 @@ class Tokenizer:
         write_vocab_json(self.vocab, vocab_path)
         write_merges_txt(self.merges, merges_path)
 
-    def _bpe(self, pretoken: bytes) -> tuple[int, ...]:
-        """Apply merges to one pre-token, lowest rank first, until none applies."""
-        # A pre-token that is itself a token is that token, as in GPT-2 and tiktoken. For a vocab
-        # made by BPE training the merges end there too (true of all of GPT-2's tokens).
-        whole = self.token_to_id.get(pretoken)
-        if whole is not None:
-            return (whole,)
-        byte_id = self._byte_id
-        ids = [byte_id[b] for b in pretoken]
-        if None in ids:
-            missing = next(b for b in pretoken if byte_id[b] is None)
-            raise ValueError(
-                f"byte {bytes([missing])!r} of pre-token {pretoken!r} is not in the vocab"
-            )
-        # pair_ranks[i] is the rank of merging ids[i] and ids[i + 1]; the leftmost lowest rank
-        # merges first, and after a merge only the two pairs around it change.
-        byte_pair_rank = self._byte_pair_rank
-        pair_ranks = [byte_pair_rank[a << 8 | b] for a, b in pairwise(pretoken)]
-        rank_of, bits, merged_id = self._pair_rank.get, self._id_bits, self._merged_id
-        while pair_ranks:
-            best = min(pair_ranks)
-            if best == _NO_MERGE:
-                break
-            i = pair_ranks.index(best)
-            ids[i] = merged_id[best]
-            del ids[i + 1], pair_ranks[i]
-            if i > 0:
-                pair_ranks[i - 1] = rank_of(ids[i - 1] << bits | ids[i], _NO_MERGE)
-            if i < len(pair_ranks):
-                pair_ranks[i] = rank_of(ids[i] << bits | ids[i + 1], _NO_MERGE)
-        return tuple(ids)
+    def _encode_batch(self, parts: list[bytes | list[str]], out: list[bytes]) -> None:
+        """Append the packed ids of `parts` (special-token ids, or blocks of pre-tokens) to `out`.
 
-    def _encode_ordinary(self, text: str, ids: list[int]) -> None:
-        """Append the ids of `text`, which holds no special token."""
-        pretoken_ids = self._cache.__getitem__
-        for block in pretokenize_blocks(text):
-            ids.extend(chain.from_iterable(map(pretoken_ids, block)))
+        While text keeps bringing many new pre-tokens (a cold cache), those of a batch are merged
+        together in one numpy batch (`Merger.merge_many`) before the lookups; otherwise the few
+        are merged one at a time as the cache finds them missing.
+        """
+        cache = self._pretoken_ids
+        blocks = [part for part in parts if type(part) is list]
+        if cache.misses >= MERGE_BATCH_MIN:
+            new = list(set(chain.from_iterable(blocks)).difference(cache))
+            cache.make_room(len(new))
+            encoded = [p.encode("utf-8", "surrogateescape") for p in new]
+            cache.update(zip(new, self._merger.merge_many(encoded, self.id_dtype)))
+            # Keep batching while batches bring many new pre-tokens.
+            cache.misses = len(new)
+        else:
+            cache.misses = 0
+        pretoken_ids = cache.__getitem__
+        for part in parts:
+            out.append(part if type(part) is bytes else b"".join(map(pretoken_ids, part)))
+
+    def encode_to_bytes(self, text: str) -> bytes:
+        """`encode(text)` as packed native-endian integers of type `id_dtype` (uint16, or uint32
+        for a vocab past 65,536 ids): what `.npy` token files hold, without a list in between."""
+        out: list[bytes] = []
+        parts: list[bytes | list[str]] = []
+        chars = 0
+        for piece, is_special in split_on_special_tokens(text, self._special_re):
+            if is_special:
+                parts.append(self._special_ids[piece])
+                continue
+            parts.extend(pretokenize_blocks(piece))
+            chars += len(piece)
+            if chars >= BATCH_CHARS:
+                self._encode_batch(parts, out)
+                parts, chars = [], 0
+        self._encode_batch(parts, out)
+        return b"".join(out)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; special tokens (longest match first) become their own ids."""
-        ids: list[int] = []
-        for piece, is_special in split_on_special_tokens(text, self._special_re):
-            if is_special:
-                ids.append(self.special_to_id[piece])
-            else:
-                self._encode_ordinary(piece, ids)
-        return ids
+        return array(self._typecode, self.encode_to_bytes(text)).tolist()
 
     def _safe_cut(self, text: str) -> int:
         """The largest i with encode(text[:i]) + encode(text[i:] + more) == encode(text + more)
