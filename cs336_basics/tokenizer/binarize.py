@@ -48,7 +48,7 @@ class EncodeStats:
 
 
 if "fork" in mp.get_all_start_methods():
-    import multiprocessing.popen_fork  # (see above)
+    import multiprocessing.popen_fork  # up front too, where fork exists
 
 
 def _npy_header(dtype: np.dtype, length: int) -> bytes:
@@ -128,6 +128,7 @@ def _encoding_in_parallel(
 
 
 def _in_order(tokenizer, path, ranges, next_range, results, procs) -> Iterator[bytes]:
+    """This process's side: encode the ranges it claims, take the helpers', yield all in order."""
     done: dict[int, bytes] = {}  # encoded ranges that wait for an earlier one
     for i in range(len(ranges)):
         while i not in done:
