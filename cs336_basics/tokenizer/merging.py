@@ -7,6 +7,7 @@ instead of a Python loop, which pays once there are thousands of pre-tokens to m
 """
 
 from itertools import pairwise
+from typing import NoReturn
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class Merger:
                 pair_ranks[i] = rank_of(ids[i] << bits | ids[i + 1], NO_MERGE)
         return ids
 
-    def _raise_missing_byte(self, pretoken: bytes):
+    def _raise_missing_byte(self, pretoken: bytes) -> NoReturn:
         missing = next(b for b in pretoken if self._byte_id[b] is None)
         raise ValueError(f"byte {bytes([missing])!r} of pre-token {pretoken!r} is not in the vocab")
 
@@ -98,16 +99,15 @@ class Merger:
             out[i] = np.array(self.merge(pretokens[i]), dtype).tobytes()
         if len(batch) == 0:
             return out
-        # Finished words come out in parts; put their ids back in input order, then cut.
         parts = list(self._merge_batch([pretokens[i] for i in batch.tolist()]))
         words, counts, ids = (np.concatenate(p) for p in zip(*parts))
-        order = np.argsort(words, kind="stable")
-        counts_in_order = counts[order]
-        ends = np.cumsum(counts_in_order)
-        starts_in_parts = (np.cumsum(counts) - counts)[order]
-        gather = np.arange(ends[-1]) + np.repeat(
-            starts_in_parts - (ends - counts_in_order), counts_in_order
-        )
+        # Word w's ids lie at ids[first[w]:][:counts[w]], words in the order they finished; lay
+        # them out in input order, then cut the packed bytes word by word.
+        first = np.cumsum(counts) - counts
+        order = np.argsort(words)
+        counts, first = counts[order], first[order]
+        ends = np.cumsum(counts)
+        gather = np.arange(ends[-1]) + np.repeat(first - (ends - counts), counts)
         packed = ids[gather].astype(dtype).tobytes()
         byte_ends = (ends * dtype.itemsize).tolist()
         byte_starts = [0, *byte_ends[:-1]]
