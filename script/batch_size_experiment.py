@@ -11,7 +11,12 @@ scaling for Adam-style optimizers), instead of a sweep per size, which would mul
 
 import math
 
-from cs336_basics.training.sweep import base_config, parse_sweep_args, run_sweep, sweep_parser
+from cs336_basics.training.sweep import (
+    base_config,
+    parse_sweep_args,
+    run_sweep_from_args,
+    sweep_parser,
+)
 
 
 def main() -> None:
@@ -60,15 +65,8 @@ def main() -> None:
                 "optim.lr": base.optim.lr * scale,
                 "optim.min_lr": base.optim.min_lr * scale,
             }
-    run_sweep(
-        base,
-        runs,
-        args.name,
-        args.pics,
-        f"batch-size sweep ({base_tokens:,} tokens per run)",
-        progress=not args.quiet,
-        reuse=args.reuse_runs,
-        stop_after_oom=True,
+    run_sweep_from_args(
+        args, base, runs, f"batch-size sweep ({base_tokens:,} tokens per run)", stop_after_oom=True
     )
 
 

@@ -5,7 +5,12 @@ stability). Writes pics/<name>.png and pics/<name>.md.
   uv run python script/layer_norm_ablation.py --budget-minutes 10
 """
 
-from cs336_basics.training.sweep import base_config, parse_sweep_args, run_sweep, sweep_parser
+from cs336_basics.training.sweep import (
+    base_config,
+    parse_sweep_args,
+    run_sweep_from_args,
+    sweep_parser,
+)
 
 
 def main() -> None:
@@ -28,15 +33,7 @@ def main() -> None:
             "optim.min_lr": lower * floor,
         },
     }
-    run_sweep(
-        base,
-        runs,
-        args.name,
-        args.pics,
-        "RMSNorm removed",
-        progress=not args.quiet,
-        reuse=args.reuse_runs,
-    )
+    run_sweep_from_args(args, base, runs, "RMSNorm removed")
 
 
 if __name__ == "__main__":

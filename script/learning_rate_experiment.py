@@ -6,7 +6,12 @@ Writes pics/<name>.png (validation loss vs steps and vs wall-clock) and pics/<na
   uv run python script/learning_rate_experiment.py --budget-minutes 15
 """
 
-from cs336_basics.training.sweep import base_config, parse_sweep_args, run_sweep, sweep_parser
+from cs336_basics.training.sweep import (
+    base_config,
+    parse_sweep_args,
+    run_sweep_from_args,
+    sweep_parser,
+)
 
 
 def main() -> None:
@@ -25,15 +30,7 @@ def main() -> None:
         f"lr={lr:g}": {"optim.lr": lr, "optim.min_lr": base.optim.min_lr * (lr / base.optim.lr)}
         for lr in args.lrs
     }
-    outcomes = run_sweep(
-        base,
-        runs,
-        args.name,
-        args.pics,
-        "learning-rate sweep",
-        progress=not args.quiet,
-        reuse=args.reuse_runs,
-    )
+    outcomes = run_sweep_from_args(args, base, runs, "learning-rate sweep")
     finished = [o for o in outcomes if o.status == "ok"]
     if finished:
         best = min(finished, key=lambda o: o.result.final_val_loss)

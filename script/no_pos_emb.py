@@ -4,7 +4,12 @@ position information at all (causal attention alone). Writes pics/<name>.png and
   uv run python script/no_pos_emb.py --budget-minutes 8
 """
 
-from cs336_basics.training.sweep import base_config, parse_sweep_args, run_sweep, sweep_parser
+from cs336_basics.training.sweep import (
+    base_config,
+    parse_sweep_args,
+    run_sweep_from_args,
+    sweep_parser,
+)
 
 
 def main() -> None:
@@ -12,15 +17,7 @@ def main() -> None:
     args = parse_sweep_args(parser)
     base = base_config(parser, args, 2)
     runs = {"RoPE": {"model.positions": "rope"}, "NoPE": {"model.positions": "nope"}}
-    run_sweep(
-        base,
-        runs,
-        args.name,
-        args.pics,
-        "RoPE vs no position embedding",
-        progress=not args.quiet,
-        reuse=args.reuse_runs,
-    )
+    run_sweep_from_args(args, base, runs, "RoPE vs no position embedding")
 
 
 if __name__ == "__main__":

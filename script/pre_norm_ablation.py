@@ -4,7 +4,12 @@ after each residual addition, as in the original Transformer. Writes pics/<name>
   uv run python script/pre_norm_ablation.py --budget-minutes 8
 """
 
-from cs336_basics.training.sweep import base_config, parse_sweep_args, run_sweep, sweep_parser
+from cs336_basics.training.sweep import (
+    base_config,
+    parse_sweep_args,
+    run_sweep_from_args,
+    sweep_parser,
+)
 
 
 def main() -> None:
@@ -12,15 +17,7 @@ def main() -> None:
     args = parse_sweep_args(parser)
     base = base_config(parser, args, 2)
     runs = {"pre-norm": {"model.norm": "pre"}, "post-norm": {"model.norm": "post"}}
-    run_sweep(
-        base,
-        runs,
-        args.name,
-        args.pics,
-        "pre-norm vs post-norm",
-        progress=not args.quiet,
-        reuse=args.reuse_runs,
-    )
+    run_sweep_from_args(args, base, runs, "pre-norm vs post-norm")
 
 
 if __name__ == "__main__":

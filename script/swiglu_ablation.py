@@ -5,7 +5,12 @@ baseline's d_ff is about 8/3 d_model. Writes pics/<name>.png and .md.
   uv run python script/swiglu_ablation.py --budget-minutes 8
 """
 
-from cs336_basics.training.sweep import base_config, parse_sweep_args, run_sweep, sweep_parser
+from cs336_basics.training.sweep import (
+    base_config,
+    parse_sweep_args,
+    run_sweep_from_args,
+    sweep_parser,
+)
 
 
 def main() -> None:
@@ -17,15 +22,7 @@ def main() -> None:
         f"SwiGLU, d_ff={d_ff}": {"model.ffn": "swiglu"},
         f"SiLU, d_ff={4 * d_model}": {"model.ffn": "silu", "model.d_ff": 4 * d_model},
     }
-    run_sweep(
-        base,
-        runs,
-        args.name,
-        args.pics,
-        "SwiGLU vs SiLU feed-forward",
-        progress=not args.quiet,
-        reuse=args.reuse_runs,
-    )
+    run_sweep_from_args(args, base, runs, "SwiGLU vs SiLU feed-forward")
 
 
 if __name__ == "__main__":

@@ -332,6 +332,26 @@ def parse_sweep_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     return args
 
 
+def run_sweep_from_args(
+    args: argparse.Namespace,
+    base: TrainConfig,
+    runs: Mapping[str, Mapping[str, Any]],
+    title: str,
+    stop_after_oom: bool = False,
+) -> list[RunOutcome]:
+    """`run_sweep` with the name, pics folder, progress and reuse the shared options chose."""
+    return run_sweep(
+        base,
+        runs,
+        args.name,
+        args.pics,
+        title,
+        progress=not args.quiet,
+        stop_after_oom=stop_after_oom,
+        reuse=args.reuse_runs,
+    )
+
+
 def base_config(
     parser: argparse.ArgumentParser, args: argparse.Namespace, num_runs: int
 ) -> TrainConfig:
