@@ -190,6 +190,12 @@ def resolve_config(args: argparse.Namespace) -> tuple[ModelConfig, str, int, int
     return cfg, label, args.batch_size or batch_size, args.steps or steps
 
 
+def share_table(what: str, unit: str, parts: dict[str, float], total: float, fmt: str) -> str:
+    """A markdown table of `parts` (formatted with `fmt`) and each one's share of `total`."""
+    rows = [[k, f"{n:{fmt}}", f"{100 * n / total:.1f}%"] for k, n in parts.items()]
+    return markdown_table([what, unit, "share"], rows)
+
+
 def detail(
     cfg: ModelConfig, label: str, batch_size: int, steps: int, args: argparse.Namespace
 ) -> None:
@@ -198,33 +204,21 @@ def detail(
     print(", ".join(f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)) + "\n")
     params = acc.parameter_count(cfg)
     print(f"### Parameters: {params.total:,} ({4 * params.total / GB:.2f} GB in float32)\n")
-    parts = params.components()
-    print(
-        markdown_table(
-            ["component", "parameters", "share"],
-            [[k, f"{n:,}", f"{100 * n / params.total:.1f}%"] for k, n in parts.items()],
-        )
-    )
+    print(share_table("component", "parameters", params.components(), params.total, ","))
 
     flops = acc.forward_flops(cfg, batch_size)
     print(f"\n### Forward FLOPs, batch {batch_size:,} x {t:,} tokens: {flops.total:.4g}\n")
-    parts = flops.components()
-    print(
-        markdown_table(
-            ["matmul", "FLOPs", "share"],
-            [[k, f"{n:.4g}", f"{100 * n / flops.total:.1f}%"] for k, n in parts.items()],
-        )
-    )
+    print(share_table("matmul", "FLOPs", flops.components(), flops.total, ".4g"))
 
     mem = acc.adamw_memory(cfg, batch_size)
     print(
         f"\n### AdamW training memory, batch {batch_size:,} x {t:,} tokens, float32: {mem.total / GB:,.2f} GB\n"
     )
-    rows = [
-        [part, f"{getattr(mem, part) / GB:,.2f}", f"{100 * getattr(mem, part) / mem.total:.1f}%"]
-        for part in ("parameters", "gradients", "optimizer_state", "activations")
-    ]
-    print(markdown_table(["part", "GB", "share"], rows))
+    parts = {
+        p: getattr(mem, p) / GB
+        for p in ("parameters", "gradients", "optimizer_state", "activations")
+    }
+    print(share_table("part", "GB", parts, mem.total / GB, ",.2f"))
     acts = acc.activation_count(cfg, 1)
     note = (
         " (SwiGLU adds w3 and the gate to the handout's W1, SiLU, W2; see --ffn silu)"
@@ -232,13 +226,7 @@ def detail(
         else ""
     )
     print(f"\nActivations per sequence: {4 * acts.total / GB:.3f} GB, by component{note}:\n")
-    parts = acts.components()
-    print(
-        markdown_table(
-            ["activation", "values per sequence", "share"],
-            [[k, f"{n:,}", f"{100 * n / acts.total:.1f}%"] for k, n in parts.items()],
-        )
-    )
+    print(share_table("activation", "values per sequence", acts.components(), acts.total, ","))
 
     fits = acc.max_batch_size(cfg, args.memory_gb * GB)
     step = acc.training_step_flops(cfg, batch_size)

@@ -119,17 +119,14 @@ def test_adamw_memory_matches_formula(variant):
     cfg = ModelConfig(**TINY, **variant)
     B, T = 5, 12
     n_params = sum(p.numel() for p in tiny(**variant).parameters())
-    acts = handout_activations(
-        B,
-        T,
-        cfg.d_model,
-        cfg.num_heads,
-        cfg.d_ff,
-        cfg.vocab_size,
-        cfg.num_layers,
-        cfg.ffn,
-        cfg.norm != "none",
-    )
+
+    def handout(seq: int) -> int:
+        return handout_activations(
+            B, seq, cfg.d_model, cfg.num_heads, cfg.d_ff, cfg.vocab_size, cfg.num_layers,
+            cfg.ffn, cfg.norm != "none",
+        )  # fmt: skip
+
+    acts = handout(T)
     mem = acc.adamw_memory(cfg, B, T)
     assert (mem.parameters, mem.gradients, mem.optimizer_state) == (
         4 * n_params,
@@ -138,17 +135,7 @@ def test_adamw_memory_matches_formula(variant):
     )
     assert mem.activations == 4 * acts
     assert mem.total == 16 * n_params + 4 * acts
-    assert acc.adamw_memory(cfg, B).activations == 4 * handout_activations(
-        B,
-        cfg.context_length,
-        cfg.d_model,
-        cfg.num_heads,
-        cfg.d_ff,
-        cfg.vocab_size,
-        cfg.num_layers,
-        cfg.ffn,
-        cfg.norm != "none",
-    )
+    assert acc.adamw_memory(cfg, B).activations == 4 * handout(cfg.context_length)
 
 
 def test_max_batch_size_is_the_largest_that_fits():
