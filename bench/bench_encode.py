@@ -11,6 +11,7 @@ encode_file with 2 workers >= 0.8x tiktoken.
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import statistics
@@ -24,7 +25,7 @@ import tiktoken
 
 from cs336_basics.fileio import atomic_write
 from cs336_basics.markdown import markdown_table
-from cs336_basics.tokenizer.binarize import PARALLEL_MIN_BYTES
+from cs336_basics.tokenizer.binarize import PARALLEL_MIN_BYTES, encode_file
 from cs336_basics.tokenizer.pretokenize import GPT2_PATTERN
 from cs336_basics.tokenizer.tokenizer import Tokenizer
 
@@ -88,32 +89,26 @@ def speeds(mb: float, fn, *args, **kwargs) -> tuple[float, float]:
 
 
 # encode_file is timed in a fresh process that has just loaded the tokenizer, as in
-# tokenize_and_bin.py: forking helpers from a process that holds large lists (this one, after
-# the runs above) costs more than the script ever pays. Start-up and loading are not timed, as
+# tokenize_and_bin.py: forking helpers from a process that holds large lists (one that ran the
+# other contenders) costs more than the script ever pays. Start-up and loading are not timed, as
 # tiktoken's construction is not.
-ENCODE_FILE_CHILD = """
-import json, multiprocessing, resource, sys, time
-from cs336_basics.tokenizer.binarize import encode_file
-from cs336_basics.tokenizer.tokenizer import Tokenizer
-folder, path, out, workers, special = sys.argv[1:]
-tok = Tokenizer.from_files(folder + "/vocab.json", folder + "/merges.txt", [special])
-def cpu():
-    usages = map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return sum(r.ru_utime + r.ru_stime for r in usages)
-wall, cpu_start = time.perf_counter(), cpu()
-encode_file(tok, path, out, int(workers), progress=False)
-wall = time.perf_counter() - wall
-for helper in multiprocessing.active_children():
-    helper.join()  # so that its CPU time is counted
-print(json.dumps([wall, cpu() - cpu_start]))
-"""
-
-
 def encode_file_speeds(mb: float, folder: Path, path: Path, out: Path, workers: int):
     """(MB per wall-clock second, MB per CPU second) of encode_file in a fresh process."""
-    cmd = [sys.executable, "-c", ENCODE_FILE_CHILD, str(folder), str(path), str(out), str(workers), EOT]
+    cmd = [sys.executable, __file__, "--encode-file", str(folder), str(path), str(out),
+           "--workers", str(workers)]
     wall, cpu = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     return mb / wall, mb / cpu
+
+
+def encode_file_here(folder: Path, path: Path, out: Path, workers: int) -> tuple[float, float]:
+    """(wall-clock s, CPU s of this process and its helpers) of one encode_file call."""
+    tok = Tokenizer.from_files(folder / "vocab.json", folder / "merges.txt", [EOT])
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    encode_file(tok, path, out, workers, progress=False)
+    wall = time.perf_counter() - wall
+    for helper in multiprocessing.active_children():
+        helper.join()  # so that its CPU time is counted
+    return wall, cpu_seconds() - cpu
 
 
 def measure(folder: Path, path: Path, args) -> dict:
@@ -176,9 +171,15 @@ def main() -> None:
                         help="markdown output (default: %(default)s)")
     parser.add_argument("--measure", nargs=2, type=Path, metavar=("TOKENIZER_DIR", "TEXT"),
                         help="(used by this script) measure one case here and print JSON")
+    parser.add_argument("--encode-file", nargs=3, type=Path,
+                        metavar=("TOKENIZER_DIR", "TEXT", "OUT"),
+                        help="(used by this script) time one encode_file here and print JSON")
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure_here(*args.measure, args)))
+        return
+    if args.encode_file:
+        print(json.dumps(encode_file_here(*args.encode_file, args.workers)))
         return
 
     tokenizer_dirs = {"GPT-2 (50K)": args.gpt2_dir, "trained 10K": trained_tokenizer_dir(args)}
