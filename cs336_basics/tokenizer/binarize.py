@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cs336_basics.fileio import atomic_write
-from cs336_basics.tokenizer.pretokenize import chunk_ranges
+from cs336_basics.tokenizer.pretokenize import chunk_ranges, read_range
 from cs336_basics.tokenizer.tokenizer import Tokenizer
 
 
@@ -70,11 +70,7 @@ MAX_WAITING_RANGES = 8
 
 
 def _encode_range(tokenizer: Tokenizer, path: str, start: int, end: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(start)
-        # surrogateescape keeps bytes that are not valid UTF-8 as themselves, as training does
-        text = f.read(end - start).decode("utf-8", "surrogateescape")
-    return tokenizer.encode_to_bytes(text)
+    return tokenizer.encode_to_bytes(read_range(path, start, end))
 
 
 def _helper(tokenizer: Tokenizer, path: str, ranges: list[tuple[int, int]], next_range, results):

@@ -153,7 +153,9 @@ def count_pretokens(text: str, special_re: "regex.Pattern[str] | None", counts: 
                 counts.update(block)
 
 
-def _read_range(path: str | os.PathLike, start: int, end: int) -> str:
+def read_range(path: str | os.PathLike, start: int, end: int) -> str:
+    """Bytes start:end of a file as text; bytes that are not valid UTF-8 become lone surrogates
+    (surrogateescape), which encode back to those bytes."""
     with open(path, "rb") as f:
         f.seek(start)
         return f.read(end - start).decode("utf-8", "surrogateescape")
@@ -169,7 +171,7 @@ def _count_worker(path, special_tokens: list[str], tasks, results) -> None:
         special_re = special_token_regex(special_tokens)
         counts: Counter = Counter()
         for start, end in iter(tasks.get, None):
-            count_pretokens(_read_range(path, start, end), special_re, counts)
+            count_pretokens(read_range(path, start, end), special_re, counts)
             results.put(end - start)
         results.put(_as_bytes(counts))
     except BaseException as e:  # the parent re-raises it; a silent worker would hang the parent
@@ -202,7 +204,7 @@ def count_file_pretokens(
         if helpers < 1:
             counts: Counter = Counter()
             for start, end in ranges:
-                count_pretokens(_read_range(path, start, end), special_re, counts)
+                count_pretokens(read_range(path, start, end), special_re, counts)
                 bar.update(end - start)
             return _as_bytes(counts)
         return _count_with_helpers(path, special_tokens, ranges, helpers, bar)
@@ -241,7 +243,7 @@ def _count_with_helpers(path, special_tokens: list[str], ranges, helpers: int, b
         special_re = special_token_regex(special_tokens)
         counts: Counter = Counter()
         for start, end in iter(tasks.get, None):
-            count_pretokens(_read_range(path, start, end), special_re, counts)
+            count_pretokens(read_range(path, start, end), special_re, counts)
             bar.update(end - start)
             while not results.empty():
                 receive(results.get())
