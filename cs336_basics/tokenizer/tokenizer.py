@@ -136,6 +136,11 @@ class Tokenizer:
         write_vocab_json(self.vocab, vocab_path)
         write_merges_txt(self.merges, merges_path)
 
+    @property
+    def _many_new(self) -> bool:
+        """Whether recent text brought enough new pre-tokens to merge them in batches."""
+        return self._new_share >= MERGE_BATCH_MIN_SHARE
+
     def _encode_batch(self, parts: list[bytes | list[str]], out: list[bytes]) -> None:
         """Append the packed ids of `parts` (special-token ids, or blocks of pre-tokens) to `out`.
 
@@ -148,7 +153,7 @@ class Tokenizer:
         blocks = [part for part in parts if type(part) is list]
         count = sum(map(len, blocks))
         merged_together, misses_before = 0, cache.misses
-        if self._new_share >= MERGE_BATCH_MIN_SHARE and self._new_share * count >= MERGE_BATCH_MIN:
+        if self._many_new and self._new_share * count >= MERGE_BATCH_MIN:
             new = list(set(chain.from_iterable(blocks)).difference(cache))
             cache.make_room(len(new))
             encoded = [p.encode("utf-8", "surrogateescape") for p in new]
@@ -178,7 +183,7 @@ class Tokenizer:
             chars += len(piece)
             # Batches gather text only while new pre-tokens are many; else each piece of text
             # is looked up at once, while its pre-tokens are still in the CPU's cache.
-            if chars >= (BATCH_CHARS if self._new_share >= MERGE_BATCH_MIN_SHARE else 0):
+            if chars >= (BATCH_CHARS if self._many_new else 0):
                 self._encode_batch(parts, out)
                 parts, chars = [], 0
         self._encode_batch(parts, out)
