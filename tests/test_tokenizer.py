@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cs336_basics.tokenizer import binarize
+from cs336_basics.tokenizer import pretokenize as pretokenize_module
 from cs336_basics.tokenizer import tokenizer as tokenizer_module
 from cs336_basics.tokenizer.binarize import encode_file
 from cs336_basics.tokenizer.merging import Merger
@@ -249,16 +250,16 @@ def test_merge_many_names_a_missing_byte():
 
 def test_cold_encoding_in_batches_matches_tiktoken(trained, enc, monkeypatch):
     """A fresh tokenizer on a long text merges its new pre-tokens in numpy batches: the ids are
-    those of tiktoken, and of merging them one at a time."""
+    those of tiktoken, and of merging them one at a time, in batches of any size."""
     text = EOT.join([make_corpus(3000, seed=5), *TEXTS])
     expected = enc.encode(text, allowed_special="all")
     assert Tokenizer(*trained, special_tokens=[EOT]).encode(text) == expected
-    monkeypatch.setattr(tokenizer_module, "MERGE_BATCH_MIN", 10**9)
+    monkeypatch.setattr(tokenizer_module, "MERGE_MANY_MIN", 10**9)
     assert Tokenizer(*trained, special_tokens=[EOT]).encode(text) == expected
-    monkeypatch.setattr(tokenizer_module, "BATCH_CHARS", 100)
-    monkeypatch.setattr(tokenizer_module, "MERGE_BATCH_MIN", 0)
-    monkeypatch.setattr(tokenizer_module, "MERGE_BATCH_MIN_SHARE", 0)
-    assert Tokenizer(*trained, special_tokens=[EOT]).encode(text) == expected
+    monkeypatch.setattr(tokenizer_module, "MERGE_MANY_MIN", 0)
+    for batch in (1, 100, 10**9):
+        monkeypatch.setattr(tokenizer_module, "BATCH_PRETOKENS", batch)
+        assert Tokenizer(*trained, special_tokens=[EOT]).encode(text) == expected
 
 
 def test_long_mixed_text_matches_tiktoken(tok, enc):
@@ -282,10 +283,13 @@ def test_long_mixed_text_matches_tiktoken(tok, enc):
     ).map("".join)
 )
 def test_pretokenize_blocks_equal_gpt2_findall(text):
-    """Stretches cut around non-ASCII characters (lone surrogates and Unicode spaces too)
-    concatenate to the plain findall."""
-    blocks = list(pretokenize_blocks(text))
-    assert [t for block in blocks for t in block] == PRETOKEN_RE.findall(text)
+    """Stretches cut around non-ASCII characters (lone surrogates and Unicode spaces too), and
+    ASCII stretches cut into blocks, concatenate to the plain findall."""
+    expected = PRETOKEN_RE.findall(text)
+    assert [t for block in pretokenize_blocks(text) for t in block] == expected
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pretokenize_module, "BLOCK_CHARS", 3)
+        assert [t for block in pretokenize_blocks(text) for t in block] == expected
 
 
 @settings(max_examples=300, deadline=None)

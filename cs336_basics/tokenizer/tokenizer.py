@@ -3,7 +3,7 @@
 import os
 from array import array
 from collections.abc import Iterable, Iterator
-from itertools import chain
+from itertools import islice
 
 import numpy as np
 
@@ -23,47 +23,53 @@ from cs336_basics.tokenizer.pretokenize import (
 
 # Pre-tokens the encode cache gains before it is reset (~25 MB at most).
 CACHE_MAX_ENTRIES = 200_000
-# While many pre-tokens are new, text is encoded in batches of about this many characters:
-# enough for the new pre-tokens of a batch to be merged together, few enough to bound memory.
-BATCH_CHARS = 1 << 20
-# New pre-tokens are merged in one batch while at least this share of the last
-# NEW_SHARE_WINDOW pre-tokens were new, and a batch is expected to have at least
-# MERGE_BATCH_MIN of them (else one at a time as they are met): finding them costs ~35 ns per
-# pre-token, and a batch's lookups lose the CPU cache's locality, while merging them together
-# saves ~4 us per new one; it pays from a few percent new.
-MERGE_BATCH_MIN_SHARE = 0.02
-MERGE_BATCH_MIN = 64
-NEW_SHARE_WINDOW = 20_000
+# Pre-tokens not in the cache yet are merged when a batch of this many pre-tokens is looked up
+# (the looked-up ids wait, 8 bytes a pre-token); together, as numpy arrays, when at least
+# MERGE_MANY_MIN are new, else one at a time. Merging together costs ~2 us a word instead of
+# 3-6, once there are hundreds.
+BATCH_PRETOKENS = 1 << 16
+MERGE_MANY_MIN = 256
+# What a cache miss looks up as until it is merged: never a real value (whole ids of 2 or 4
+# bytes), and told apart from one by its length alone.
+HOLE = b"\0"
 # encode_iterable gathers at least this many characters before it encodes a batch.
 STREAM_BATCH_CHARS = 1 << 16
 
 
 class _PretokenCache(dict):
-    """Pre-token (str) -> its token ids, packed as `typecode` bytes; a miss merges it. Reset to
-    `seed` when it has gained CACHE_MAX_ENTRIES more, so that memory stays bounded.
+    """Pre-token (str) -> its token ids, packed as bytes of `dtype`. A miss looks up as HOLE and
+    is noted in `missed` until `merge_missed`. Reset to `seed` when it has gained
+    CACHE_MAX_ENTRIES more, so that memory stays bounded.
 
     Pre-tokens are UTF-8 encoded with "surrogateescape", so text decoded from a file with that
     handler (a byte that is not valid UTF-8 becomes a lone surrogate) encodes its original bytes.
     """
 
-    def __init__(self, merger: Merger, typecode: str, seed: dict[str, bytes]):
+    def __init__(self, merger: Merger, dtype: np.dtype, typecode: str, seed: dict[str, bytes]):
         super().__init__(seed)
-        self._merger, self._typecode, self._seed = merger, typecode, seed
+        self._merger, self._dtype, self._typecode, self._seed = merger, dtype, typecode, seed
         self._max_entries = len(seed) + CACHE_MAX_ENTRIES
-        self.misses = 0  # pre-tokens merged one at a time, ever
+        self.missed: list[str] = []
 
     def __missing__(self, pretoken: str) -> bytes:
-        self.misses += 1
-        self.make_room(1)
-        ids = self._merger.merge(pretoken.encode("utf-8", "surrogateescape"))
-        packed = self[pretoken] = array(self._typecode, ids).tobytes()
-        return packed
+        self.missed.append(pretoken)
+        return HOLE
 
-    def make_room(self, entries: int) -> None:
-        """Reset to the seed unless `entries` more fit."""
-        if len(self) + entries > self._max_entries:
+    def merge_missed(self) -> list[bytes]:
+        """Merge and cache the pre-tokens in `missed`; give their packed ids in that order."""
+        new = list(set(self.missed))
+        if len(self) + len(new) > self._max_entries:
             self.clear()
             self.update(self._seed)
+        words = [p.encode("utf-8", "surrogateescape") for p in new]
+        if len(words) >= MERGE_MANY_MIN:
+            self.update(zip(new, self._merger.merge_many(words, self._dtype)))
+        else:
+            typecode, merge = self._typecode, self._merger.merge
+            self.update((p, array(typecode, merge(w)).tobytes()) for p, w in zip(new, words))
+        packed = list(map(self.__getitem__, self.missed))
+        self.missed.clear()
+        return packed
 
 
 class Tokenizer:
@@ -112,9 +118,9 @@ class Tokenizer:
             token.decode("utf-8", "surrogateescape"): array(self._typecode, [token_id]).tobytes()
             for token, token_id in self.token_to_id.items()
         }
-        self._pretoken_ids = _PretokenCache(self._merger, self._typecode, whole_tokens)
-        # The share of recent pre-tokens that were not cached yet; a new cache guesses all.
-        self._new_share, self._seen, self._new = 1.0, 0, 0
+        self._pretoken_ids = _PretokenCache(
+            self._merger, self.id_dtype, self._typecode, whole_tokens
+        )
         self._special_ids = {s: whole_tokens[s] for s in self.special_to_id}
 
     def __reduce__(self):
@@ -136,58 +142,45 @@ class Tokenizer:
         write_vocab_json(self.vocab, vocab_path)
         write_merges_txt(self.merges, merges_path)
 
-    @property
-    def _many_new(self) -> bool:
-        """Whether recent text brought enough new pre-tokens to merge them in batches."""
-        return self._new_share >= MERGE_BATCH_MIN_SHARE
-
-    def _encode_batch(self, parts: list[bytes | list[str]], out: list[bytes]) -> None:
-        """Append the packed ids of `parts` (special-token ids, or blocks of pre-tokens) to `out`.
-
-        While text brings many new pre-tokens (a new cache, a new kind of text), the new ones of
-        a batch are found first and merged together in one numpy batch (`Merger.merge_many`);
-        when few are new, finding them costs more than it saves, and the cache merges them one
-        at a time as it finds them missing.
-        """
-        cache = self._pretoken_ids
-        blocks = [part for part in parts if type(part) is list]
-        count = sum(map(len, blocks))
-        merged_together, misses_before = 0, cache.misses
-        if self._many_new and self._new_share * count >= MERGE_BATCH_MIN:
-            new = list(set(chain.from_iterable(blocks)).difference(cache))
-            cache.make_room(len(new))
-            encoded = [p.encode("utf-8", "surrogateescape") for p in new]
-            cache.update(zip(new, self._merger.merge_many(encoded, self.id_dtype)))
-            merged_together = len(new)
-        pretoken_ids = cache.__getitem__
-        for part in parts:
-            out.append(part if type(part) is bytes else b"".join(map(pretoken_ids, part)))
-        # The share of new pre-tokens, measured over at least NEW_SHARE_WINDOW of them.
-        self._seen += count
-        self._new += merged_together + cache.misses - misses_before
-        if self._seen >= NEW_SHARE_WINDOW:
-            self._new_share = self._new / self._seen
-            self._seen = self._new = 0
-
     def encode_to_bytes(self, text: str) -> bytes:
         """`encode(text)` as packed native-endian integers of type `id_dtype` (uint16, or uint32
         for a vocab past 65,536 ids): what `.npy` token files hold, without a list in between."""
-        out: list[bytes] = []
-        parts: list[bytes | list[str]] = []
-        chars = 0
+        lookup, missed = self._pretoken_ids.__getitem__, self._pretoken_ids.missed
+        out: list[bytes | list[bytes]] = []  # packed ids, or a block's with holes still in it
+        holed: list[tuple[int, int]] = []  # (index in out, holes) of each block with holes
+        pretokens = 0
         for piece, is_special in split_on_special_tokens(text, self._special_re):
             if is_special:
-                parts.append(self._special_ids[piece])
+                out.append(self._special_ids[piece])
                 continue
-            parts.extend(pretokenize_blocks(piece))
-            chars += len(piece)
-            # Batches gather text only while new pre-tokens are many; else each piece of text
-            # is looked up at once, while its pre-tokens are still in the CPU's cache.
-            if chars >= (BATCH_CHARS if self._many_new else 0):
-                self._encode_batch(parts, out)
-                parts, chars = [], 0
-        self._encode_batch(parts, out)
+            for block in pretokenize_blocks(piece):
+                misses = len(missed)
+                ids = list(map(lookup, block))
+                if len(missed) == misses:
+                    out.append(b"".join(ids))
+                else:
+                    holed.append((len(out), len(missed) - misses))
+                    out.append(ids)
+                pretokens += len(block)
+                if pretokens >= BATCH_PRETOKENS:
+                    self._fill_holes(out, holed)
+                    pretokens = 0
+        self._fill_holes(out, holed)
         return b"".join(out)
+
+    def _fill_holes(self, out: list[bytes | list[bytes]], holed: list[tuple[int, int]]) -> None:
+        """Merge the pre-tokens missed so far and put their ids into the blocks' holes."""
+        if not holed:
+            return
+        filled = iter(self._pretoken_ids.merge_missed())
+        for k, holes in holed:
+            ids = out[k]
+            at = -1
+            for packed in islice(filled, holes):
+                at = ids.index(HOLE, at + 1)
+                ids[at] = packed
+            out[k] = b"".join(ids)
+        holed.clear()
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; special tokens (longest match first) become their own ids."""
