@@ -1,6 +1,7 @@
 """Byte-level BPE tokenizer: encode text to token ids and back, given a vocab and ranked merges."""
 
 import os
+import threading
 from array import array
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -38,8 +39,8 @@ STREAM_BATCH_CHARS = 1 << 16
 
 class _PretokenCache(dict):
     """Pre-token (str) -> its token ids, packed as bytes of `dtype`. A miss looks up as HOLE and
-    is noted in `missed` until `merge_missed`. Reset to `seed` when it has gained
-    CACHE_MAX_ENTRIES more, so that memory stays bounded.
+    is noted in this thread's list from `new_misses`, to be merged with `merge_missed`. Reset
+    to `seed` when it has gained CACHE_MAX_ENTRIES more, so that memory stays bounded.
 
     Pre-tokens are UTF-8 encoded with "surrogateescape", so text decoded from a file with that
     handler (a byte that is not valid UTF-8 becomes a lone surrogate) encodes its original bytes.
@@ -49,15 +50,22 @@ class _PretokenCache(dict):
         super().__init__(seed)
         self._merger, self._dtype, self._typecode, self._seed = merger, dtype, typecode, seed
         self._max_entries = len(seed) + CACHE_MAX_ENTRIES
-        self.missed: list[str] = []
+        # Per thread, so that threads can encode with one tokenizer at once.
+        self._local = threading.local()
+
+    def new_misses(self) -> list[str]:
+        """An empty list that notes this thread's misses from now on."""
+        self._local.missed = missed = []
+        return missed
 
     def __missing__(self, pretoken: str) -> bytes:
-        self.missed.append(pretoken)
+        self._local.missed.append(pretoken)
         return HOLE
 
-    def merge_missed(self) -> list[bytes]:
-        """Merge and cache the pre-tokens in `missed`; give their packed ids in that order."""
-        new = list(set(self.missed))
+    def merge_missed(self, missed: list[str]) -> list[bytes]:
+        """Merge and cache the pre-tokens in `missed`; give their packed ids in that order and
+        empty the list."""
+        new = list(set(missed))
         if len(self) + len(new) > self._max_entries:
             self.clear()
             self.update(self._seed)
@@ -67,8 +75,8 @@ class _PretokenCache(dict):
         else:
             typecode, merge = self._typecode, self._merger.merge
             self.update((p, array(typecode, merge(w)).tobytes()) for p, w in zip(new, words))
-        packed = list(map(self.__getitem__, self.missed))
-        self.missed.clear()
+        packed = list(map(self.__getitem__, missed))
+        missed.clear()
         return packed
 
 
@@ -145,7 +153,7 @@ class Tokenizer:
     def encode_to_bytes(self, text: str) -> bytes:
         """`encode(text)` as packed native-endian integers of type `id_dtype` (uint16, or uint32
         for a vocab past 65,536 ids): what `.npy` token files hold, without a list in between."""
-        lookup, missed = self._pretoken_ids.__getitem__, self._pretoken_ids.missed
+        lookup, missed = self._pretoken_ids.__getitem__, self._pretoken_ids.new_misses()
         out: list[bytes | list[bytes]] = []  # packed ids, or a block's with holes still in it
         holed: list[tuple[int, int]] = []  # (index in out, holes) of each block with holes
         pretokens = 0
@@ -163,16 +171,18 @@ class Tokenizer:
                     out.append(ids)
                 pretokens += len(block)
                 if pretokens >= BATCH_PRETOKENS:
-                    self._fill_holes(out, holed)
+                    self._fill_holes(out, holed, missed)
                     pretokens = 0
-        self._fill_holes(out, holed)
+        self._fill_holes(out, holed, missed)
         return b"".join(out)
 
-    def _fill_holes(self, out: list[bytes | list[bytes]], holed: list[tuple[int, int]]) -> None:
-        """Merge the pre-tokens missed so far and put their ids into the blocks' holes."""
+    def _fill_holes(
+        self, out: list[bytes | list[bytes]], holed: list[tuple[int, int]], missed: list[str]
+    ) -> None:
+        """Merge the pre-tokens `missed` so far and put their ids into the blocks' holes."""
         if not holed:
             return
-        filled = iter(self._pretoken_ids.merge_missed())
+        filled = iter(self._pretoken_ids.merge_missed(missed))
         for k, holes in holed:
             ids = out[k]
             at = -1
