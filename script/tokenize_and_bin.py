@@ -9,9 +9,10 @@ The array is uint16 (uint32 when the vocab has more than 65,536 ids); read it ba
 import argparse
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
-from cs336_basics.tokenizer.binarize import encode_file
+from cs336_basics.tokenizer.binarize import FileEncoder
 from cs336_basics.tokenizer.tokenizer import Tokenizer
 
 
@@ -71,14 +72,12 @@ def main() -> None:
         parser.error("--workers must be at least 1")
 
     try:
-        tokenizer = Tokenizer.from_files(vocab_path, merges_path, args.special_tokens)
-        stats = encode_file(
-            tokenizer,
-            args.input,
-            args.output,
-            args.workers,
-            chunk_size=max(1, int(args.chunk_mb * 1e6)),
-        )
+        # The helper processes start first and load the tokenizer while this one does.
+        load = partial(Tokenizer.from_files, vocab_path, merges_path, args.special_tokens)
+        with FileEncoder(load, args.workers) as encoder:
+            stats = encoder.encode_file(
+                args.input, args.output, chunk_size=max(1, int(args.chunk_mb * 1e6))
+            )
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(

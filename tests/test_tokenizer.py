@@ -5,6 +5,7 @@ project's trainer), so the tests need nothing from outside the repository.
 """
 
 import json
+import multiprocessing
 import os
 import random
 import subprocess
@@ -12,6 +13,8 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from hypothesis import strategies as st
 from cs336_basics.tokenizer import binarize
 from cs336_basics.tokenizer import pretokenize as pretokenize_module
 from cs336_basics.tokenizer import tokenizer as tokenizer_module
-from cs336_basics.tokenizer.binarize import encode_file
+from cs336_basics.tokenizer.binarize import FileEncoder, encode_file
 from cs336_basics.tokenizer.merging import Merger
 from cs336_basics.tokenizer.pretokenize import (
     ASCII_PRETOKEN_RE,
@@ -260,6 +263,24 @@ def test_cold_encoding_in_batches_matches_tiktoken(trained, enc, monkeypatch):
     for batch in (1, 100, 10**9):
         monkeypatch.setattr(tokenizer_module, "BATCH_PRETOKENS", batch)
         assert Tokenizer(*trained, special_tokens=[EOT]).encode(text) == expected
+
+
+def test_encoding_after_an_error_and_from_threads(trained, enc):
+    """An encode that failed halfway leaves nothing behind, and threads may share a tokenizer."""
+    text = make_corpus(300, seed=8)
+    failing = Tokenizer({i: bytes([i]) for i in range(255)}, [])  # no token for byte 0xFF
+    with pytest.raises(ValueError, match="not in the vocab"):
+        failing.encode(text + " \udcff")
+    assert failing.encode(text) == list(text.encode())
+    tok = Tokenizer(*trained, special_tokens=[EOT])
+    texts = [make_corpus(2000, seed=s) for s in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often, within one another's encode
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(tok.encode, texts)) == [enc.encode(t) for t in texts]
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def test_long_mixed_text_matches_tiktoken(tok, enc):
@@ -521,6 +542,7 @@ def test_merge_of_unknown_token_raises():
 @pytest.fixture
 def parallel_even_for_small_files(monkeypatch):
     monkeypatch.setattr(binarize, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(binarize, "FORK_MIN_BYTES", 0)
 
 
 def test_binarize_matches_encode(tok, tmp_path, parallel_even_for_small_files):
@@ -576,6 +598,39 @@ def test_binarize_helper_that_dies_is_reported(
     with pytest.raises(RuntimeError, match="helper process died"):
         encode_file(tok, tmp_path / "in.txt", tmp_path / "ids.npy", 2, False, chunk_size=2000)
     assert list(tmp_path.iterdir()) == [tmp_path / "in.txt"]
+
+
+def test_file_encoder_serves_file_after_file(tok, tmp_path, parallel_even_for_small_files):
+    """Helpers that built their own tokenizer (from a function, as tokenize_and_bin.py does)
+    encode several files; a file that fails leaves none of its results to the next."""
+    tok.save(tmp_path / "vocab.json", tmp_path / "merges.txt")
+    load = partial(Tokenizer.from_files, tmp_path / "vocab.json", tmp_path / "merges.txt", [EOT])
+    texts = [make_corpus(1500, seed=s) + EOT + TEXTS[s] for s in range(3)]
+    for i, text in enumerate(texts):
+        (tmp_path / f"in{i}.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "bad.txt").write_bytes(b"fine text\n" * 400 + b"\xff" + b"more text\n" * 400)
+    with FileEncoder(load, workers=2) as encoder:
+        assert encoder.workers == 2
+        for i, text in enumerate(texts):
+            encoder.encode_file(tmp_path / f"in{i}.txt", tmp_path / f"ids{i}.npy", False, 700)
+            assert np.load(tmp_path / f"ids{i}.npy").tolist() == tok.encode(text)
+    bytes_only = Tokenizer({i: bytes([i]) for i in range(255)}, [])  # no token for byte 0xFF
+    with FileEncoder(bytes_only, workers=2) as encoder:
+        with pytest.raises(ValueError, match="not in the vocab"):
+            encoder.encode_file(tmp_path / "bad.txt", tmp_path / "bad.npy", False, 300)
+        encoder.encode_file(tmp_path / "in0.txt", tmp_path / "ids.npy", False, 300)
+        assert np.load(tmp_path / "ids.npy").tolist() == bytes_only.encode(texts[0])
+    assert not (tmp_path / "bad.npy").exists()
+
+
+def test_claims_belong_to_one_job():
+    """A helper still on an earlier file cannot take a range of the next one."""
+    counter = multiprocessing.get_context().Value("q", 0)
+    counter.value = 7 << 32
+    assert [binarize._claim(counter, 7, 2) for _ in range(3)] == [0, 1, None]
+    assert binarize._claim(counter, 6, 2) is None
+    counter.value = 8 << 32
+    assert binarize._claim(counter, 7, 2) is None and binarize._claim(counter, 8, 2) == 0
 
 
 def test_binarize_uses_uint32_for_large_vocab(tmp_path):

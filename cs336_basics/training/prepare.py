@@ -7,6 +7,7 @@ the paths in the config when the text or the tokenizer size changes.
 
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 from cs336_basics.config import DataConfig
@@ -76,7 +77,7 @@ def prepare_data(data: DataConfig, vocab_size: int, progress: bool = True) -> No
     """Make sure `data.train_tokens` and `data.val_tokens` exist, building what is missing:
     the demo corpus (if `data.demo_corpus`), text slices (`max_text_bytes`), the tokenizer
     (trained on the training text, `vocab_size` entries) and the token arrays."""
-    from cs336_basics.tokenizer.binarize import encode_file  # heavy imports only when there is work
+    from cs336_basics.tokenizer.binarize import FileEncoder  # heavy imports only when there is work
     from cs336_basics.tokenizer.bpe import train_bpe
     from cs336_basics.tokenizer.tokenizer import Tokenizer
 
@@ -114,9 +115,10 @@ def prepare_data(data: DataConfig, vocab_size: int, progress: bool = True) -> No
         vocab, merges = train_bpe(texts["train"], vocab_size, data.special_tokens, progress=progress)
         Tokenizer(vocab, merges, data.special_tokens).save(vocab_path, merges_path)
         say(f"  done in {time.perf_counter() - start:.1f}s -> {data.tokenizer_dir}")
-    tokenizer = Tokenizer.from_files(vocab_path, merges_path, data.special_tokens)
-
-    for what, tokens_path in missing.items():
-        say(f"tokenizing {texts[what]} -> {tokens_path} ...")
-        stats = encode_file(tokenizer, texts[what], tokens_path, progress=progress)
-        say(f"  {stats.num_tokens:,} tokens ({stats.bytes_per_token:.2f} bytes/token) in {stats.seconds:.1f}s")
+    # The helper processes load the tokenizer while this one does; they encode both files.
+    load = partial(Tokenizer.from_files, vocab_path, merges_path, data.special_tokens)
+    with FileEncoder(load) as encoder:
+        for what, tokens_path in missing.items():
+            say(f"tokenizing {texts[what]} -> {tokens_path} ...")
+            stats = encoder.encode_file(texts[what], tokens_path, progress=progress)
+            say(f"  {stats.num_tokens:,} tokens ({stats.bytes_per_token:.2f} bytes/token) in {stats.seconds:.1f}s")
