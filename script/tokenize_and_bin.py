@@ -87,7 +87,7 @@ def main() -> None:
     print(
         f"compression: {stats.bytes_per_token:.3f} bytes/token; "
         f"throughput: {stats.mb_per_second:.1f} MB/s "
-        f"({args.workers} workers, {stats.seconds:.1f} s)"
+        f"({args.workers} workers, {stats.seconds:.3g} s)"
     )
 
 
