@@ -210,7 +210,7 @@ class FileEncoder:
         with self._next_range.get_lock():
             self._next_range.value = job << 32
         for send in self._jobs:
-            with suppress(BrokenPipeError):  # a helper that died; see below
+            with suppress(BrokenPipeError):  # a helper that died: see the wait below
                 send.send((job, path, ranges))
         done: dict[int, bytes] = {}  # encoded ranges that wait for an earlier one
         for i in range(len(ranges)):
@@ -224,7 +224,9 @@ class FileEncoder:
                 try:
                     from_job, index, message = self._results.get(timeout=1.0)
                 except queue.Empty:
-                    if any(h.exitcode not in (None, 0) for h in self._helpers):
+                    # While files come, a helper stops only if killed (say, for memory) or
+                    # failed with an error that could not be sent.
+                    if any(h.exitcode is not None for h in self._helpers):
                         raise RuntimeError(
                             "an encoding helper process died (out of memory?)"
                         ) from None
