@@ -71,11 +71,14 @@ class _PretokenCache(dict):
             self.update(self._seed)
         words = [p.encode("utf-8", "surrogateescape") for p in new]
         if len(words) >= MERGE_MANY_MIN:
-            self.update(zip(new, self._merger.merge_many(words, self._dtype)))
+            ids = self._merger.merge_many(words, self._dtype)
         else:
             typecode, merge = self._typecode, self._merger.merge
-            self.update((p, array(typecode, merge(w)).tobytes()) for p, w in zip(new, words))
-        packed = list(map(self.__getitem__, missed))
+            ids = [array(typecode, merge(w)).tobytes() for w in words]
+        merged = dict(zip(new, ids))
+        self.update(merged)
+        # From `merged`, not the cache, which another thread may reset meanwhile.
+        packed = list(map(merged.__getitem__, missed))
         missed.clear()
         return packed
 
