@@ -80,6 +80,9 @@ def main() -> None:
             )
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print(f"interrupted: {args.output} left as it was", file=sys.stderr)
+        sys.exit(130)
     print(
         f"wrote {args.output}: {stats.num_tokens:,} tokens ({stats.dtype}) "
         f"from {stats.input_bytes / 1e6:,.1f} MB"

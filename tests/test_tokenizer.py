@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -631,6 +632,27 @@ def test_claims_belong_to_one_job():
     assert binarize._claim(counter, 6, 2) is None
     counter.value = 8 << 32
     assert binarize._claim(counter, 7, 2) is None and binarize._claim(counter, 8, 2) == 0
+
+
+def test_tokenize_and_bin_interrupted(tok, tmp_path):
+    """Ctrl-C while encoding: a one-line message, no traceback, no output file."""
+    tok.save(tmp_path / "tk" / "vocab.json", tmp_path / "tk" / "merges.txt")
+    words = random.Random(0).choices(_WORDS, k=3_000_000)
+    (tmp_path / "in.txt").write_text(" ".join(words), encoding="utf-8")
+    script = REPO / "script" / "tokenize_and_bin.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--tokenizer-dir", str(tmp_path / "tk"),
+         "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "ids.npy")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    seen = b""
+    while b"encode" not in seen and proc.poll() is None:
+        seen += os.read(proc.stderr.fileno(), 4096)  # the progress bar has started
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does, to every process of the group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"interrupted" in err and b"Traceback" not in seen + err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "tk"]
 
 
 def test_binarize_uses_uint32_for_large_vocab(tmp_path):
