@@ -168,7 +168,7 @@ class FileEncoder:
         dtype = self.tokenizer.id_dtype
         start_time = time.perf_counter()
         # Up to 8 ranges a worker, so that none idles long at the end while another still works,
-        # but of at least MIN_RANGE_BYTES: each range pays a start-up cost (its new words).
+        # but of at least MIN_RANGE_BYTES.
         ranges_per_worker = min(max(size // (workers * MIN_RANGE_BYTES), 1), 8)
         chunk_size = min(chunk_size, -(-size // (workers * ranges_per_worker)))
         ranges = chunk_ranges(input_path, chunk_size, self.tokenizer.special_tokens)

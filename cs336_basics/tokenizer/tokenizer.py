@@ -38,7 +38,7 @@ STREAM_BATCH_CHARS = 1 << 16
 
 
 class _PretokenCache(dict):
-    """Pre-token (str) -> its token ids, packed as bytes of `dtype`. A miss looks up as HOLE and
+    """Pre-token (str) -> its token ids, packed as `typecode` bytes. A miss looks up as HOLE and
     is noted in this thread's list from `new_misses`, to be merged with `merge_missed`. Reset
     to `seed` when it has gained CACHE_MAX_ENTRIES more, so that memory stays bounded.
 
@@ -46,9 +46,9 @@ class _PretokenCache(dict):
     handler (a byte that is not valid UTF-8 becomes a lone surrogate) encodes its original bytes.
     """
 
-    def __init__(self, merger: Merger, dtype: np.dtype, typecode: str, seed: dict[str, bytes]):
+    def __init__(self, merger: Merger, typecode: str, seed: dict[str, bytes]):
         super().__init__(seed)
-        self._merger, self._dtype, self._typecode, self._seed = merger, dtype, typecode, seed
+        self._merger, self._typecode, self._seed = merger, typecode, seed
         self._max_entries = len(seed) + CACHE_MAX_ENTRIES
         # Per thread, so that threads can encode with one tokenizer at once.
         self._local = threading.local()
@@ -71,7 +71,7 @@ class _PretokenCache(dict):
             self.update(self._seed)
         words = [p.encode("utf-8", "surrogateescape") for p in new]
         if len(words) >= MERGE_MANY_MIN:
-            ids = self._merger.merge_many(words, self._dtype)
+            ids = self._merger.merge_many(words, np.dtype(self._typecode))
         else:
             typecode, merge = self._typecode, self._merger.merge
             ids = [array(typecode, merge(w)).tobytes() for w in words]
@@ -129,9 +129,7 @@ class Tokenizer:
             token.decode("utf-8", "surrogateescape"): array(self._typecode, [token_id]).tobytes()
             for token, token_id in self.token_to_id.items()
         }
-        self._pretoken_ids = _PretokenCache(
-            self._merger, self.id_dtype, self._typecode, whole_tokens
-        )
+        self._pretoken_ids = _PretokenCache(self._merger, self._typecode, whole_tokens)
         self._special_ids = {s: whole_tokens[s] for s in self.special_to_id}
 
     def __reduce__(self):
