@@ -100,8 +100,18 @@ def speeds(mb: float, fn, *args, **kwargs) -> tuple[float, float]:
 def encode_file_speed(mb: float, folder: Path, path: Path, out: Path, workers: int, mode: str):
     """MB per wall-clock second of encoding the file in a fresh process (one that ran the other
     contenders would fork slower than the script ever does); `mode` is "ready" or "fork"."""
-    cmd = [sys.executable, __file__, "--encode-file", str(folder), str(path), str(out),
-           "--workers", str(workers), "--mode", mode]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--encode-file",
+        str(folder),
+        str(path),
+        str(out),
+        "--workers",
+        str(workers),
+        "--mode",
+        mode,
+    ]
     return mb / float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
@@ -122,8 +132,17 @@ def encode_file_here(folder: Path, path: Path, out: Path, workers: int, mode: st
 def measure(folder: Path, path: Path, args) -> dict:
     """Median (wall, CPU) MB/s of each contender on one text, runs interleaved, in a fresh
     process (one case's leftovers would slow the next)."""
-    cmd = [sys.executable, __file__, "--measure", str(folder), str(path),
-           "--repeats", str(args.repeats), "--workers", str(args.workers)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--measure",
+        str(folder),
+        str(path),
+        "--repeats",
+        str(args.repeats),
+        "--workers",
+        str(args.workers),
+    ]
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
@@ -162,32 +181,75 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--texts", nargs="+", type=Path, default=TEXTS,
-                        help="texts to encode (default: the TinyStories and IMDB validation texts "
-                        "and the 34 MB IMDB training text, the size binarization is for)")
-    parser.add_argument("--gpt2-dir", type=Path, default=DATA / "gpt2",
-                        help="folder with GPT-2's vocab.json and merges.txt (default: %(default)s)")
-    parser.add_argument("--tokenizer-dir", type=Path,
-                        help="a saved 10K tokenizer (vocab.json + merges.txt); "
-                        "default: train one on --train-text")
-    parser.add_argument("--train-text", type=Path, default=DATA / "web/imdb_reviews_train.txt",
-                        help="text the 10K tokenizer is trained on (default: %(default)s)")
-    parser.add_argument("--cache-dir", type=Path, default=Path("model"),
-                        help="where the trained 10K tokenizer is kept (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="interleaved repeats; medians reported (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="worker processes for encode_file (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/encode.md"),
-                        help="markdown output (default: %(default)s)")
-    parser.add_argument("--measure", nargs=2, type=Path, metavar=("TOKENIZER_DIR", "TEXT"),
-                        help="(used by this script) measure one case here and print JSON")
-    parser.add_argument("--encode-file", nargs=3, type=Path,
-                        metavar=("TOKENIZER_DIR", "TEXT", "OUT"),
-                        help="(used by this script) time encoding one file here, print seconds")
-    parser.add_argument("--mode", choices=["ready", "fork"], default="ready",
-                        help="(with --encode-file) helpers started with the tokenizer, or "
-                        "forked at the call")
+    parser.add_argument(
+        "--texts",
+        nargs="+",
+        type=Path,
+        default=TEXTS,
+        help="texts to encode (default: the TinyStories and IMDB validation texts "
+        "and the 34 MB IMDB training text, the size binarization is for)",
+    )
+    parser.add_argument(
+        "--gpt2-dir",
+        type=Path,
+        default=DATA / "gpt2",
+        help="folder with GPT-2's vocab.json and merges.txt (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tokenizer-dir",
+        type=Path,
+        help="a saved 10K tokenizer (vocab.json + merges.txt); default: train one on --train-text",
+    )
+    parser.add_argument(
+        "--train-text",
+        type=Path,
+        default=DATA / "web/imdb_reviews_train.txt",
+        help="text the 10K tokenizer is trained on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("model"),
+        help="where the trained 10K tokenizer is kept (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="interleaved repeats; medians reported (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="worker processes for encode_file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench/results/encode.md"),
+        help="markdown output (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--measure",
+        nargs=2,
+        type=Path,
+        metavar=("TOKENIZER_DIR", "TEXT"),
+        help="(used by this script) measure one case here and print JSON",
+    )
+    parser.add_argument(
+        "--encode-file",
+        nargs=3,
+        type=Path,
+        metavar=("TOKENIZER_DIR", "TEXT", "OUT"),
+        help="(used by this script) time encoding one file here, print seconds",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["ready", "fork"],
+        default="ready",
+        help="(with --encode-file) helpers started with the tokenizer, or forked at the call",
+    )
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure_here(*args.measure, args)))
@@ -203,45 +265,91 @@ def main() -> None:
         for path in args.texts:
             r = measure(folder, path, args)
             wall, cpu = r["wall"], r["cpu"]
-            print(f"{tok_name} / {path.name}: "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in wall.items())
-                  + "; file: " + ", ".join(f"{k} {v:.1f}" for k, v in r["file"].items())
-                  + f" MB/s; ids equal: {r['same']}")
-            encode_rows.append([
-                tok_name, path.name, f"{r['mb']:.1f}", f"{r['bytes_per_token']:.2f}",
-                f"{wall['cold']:.1f}", f"{wall['warm']:.1f}", f"{wall['peer']:.1f}",
-                f"{wall['cold'] / wall['peer']:.2f}x", f"{wall['warm'] / wall['peer']:.2f}x",
-                f"{cpu['cold'] / cpu['peer']:.2f}x", f"{cpu['warm'] / cpu['peer']:.2f}x",
-                "yes" if r["same"] else "NO",
-            ])
+            print(
+                f"{tok_name} / {path.name}: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in wall.items())
+                + "; file: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in r["file"].items())
+                + f" MB/s; ids equal: {r['same']}"
+            )
+            encode_rows.append(
+                [
+                    tok_name,
+                    path.name,
+                    f"{r['mb']:.1f}",
+                    f"{r['bytes_per_token']:.2f}",
+                    f"{wall['cold']:.1f}",
+                    f"{wall['warm']:.1f}",
+                    f"{wall['peer']:.1f}",
+                    f"{wall['cold'] / wall['peer']:.2f}x",
+                    f"{wall['warm'] / wall['peer']:.2f}x",
+                    f"{cpu['cold'] / cpu['peer']:.2f}x",
+                    f"{cpu['warm'] / cpu['peer']:.2f}x",
+                    "yes" if r["same"] else "NO",
+                ]
+            )
             workers = args.workers if path.stat().st_size >= PARALLEL_MIN_BYTES else 1
             file = r["file"]
-            file_rows.append([
-                tok_name, path.name, workers, f"{file['ready']:.1f}", f"{file['fork']:.1f}",
-                f"{file['peer']:.1f}", f"{file['ready'] / file['peer']:.2f}x",
-                f"{file['fork'] / file['peer']:.2f}x",
-            ])
+            file_rows.append(
+                [
+                    tok_name,
+                    path.name,
+                    workers,
+                    f"{file['ready']:.1f}",
+                    f"{file['fork']:.1f}",
+                    f"{file['peer']:.1f}",
+                    f"{file['ready'] / file['peer']:.2f}x",
+                    f"{file['fork'] / file['peer']:.2f}x",
+                ]
+            )
 
-    report = "\n\n".join([
-        f"### Encoding in one process (MB/s, median of {args.repeats} interleaved runs)",
-        markdown_table(
-            ["tokenizer", "text", "MB", "bytes/token", "ours cold", "ours warm", "tiktoken",
-             "cold/tiktoken", "warm/tiktoken", "cold/tiktoken (CPU s)", "warm/tiktoken (CPU s)",
-             "ids equal"],
-            encode_rows,
-        ),
-        (f"### Encoding a file with {args.workers} workers (file -> .npy) vs tiktoken"
-         " single-thread (MB/s, medians)"),
-        markdown_table(
-            ["tokenizer", "text", "workers used", "helpers started with the tokenizer",
-             "helpers forked at the call", "tiktoken 1 thread", "ratio (started with)",
-             "ratio (forked at the call)"],
-            file_rows,
-        ),
-        NOTES.format(min_kib=PARALLEL_MIN_BYTES >> 10, fork_kib=FORK_MIN_BYTES >> 10,
-                     cores=os.cpu_count(),
-                     load_before=load_before, load_after=os.getloadavg()[0]).strip() + "\n",
-    ])
+    report = "\n\n".join(
+        [
+            f"### Encoding in one process (MB/s, median of {args.repeats} interleaved runs)",
+            markdown_table(
+                [
+                    "tokenizer",
+                    "text",
+                    "MB",
+                    "bytes/token",
+                    "ours cold",
+                    "ours warm",
+                    "tiktoken",
+                    "cold/tiktoken",
+                    "warm/tiktoken",
+                    "cold/tiktoken (CPU s)",
+                    "warm/tiktoken (CPU s)",
+                    "ids equal",
+                ],
+                encode_rows,
+            ),
+            (
+                f"### Encoding a file with {args.workers} workers (file -> .npy) vs tiktoken"
+                " single-thread (MB/s, medians)"
+            ),
+            markdown_table(
+                [
+                    "tokenizer",
+                    "text",
+                    "workers used",
+                    "helpers started with the tokenizer",
+                    "helpers forked at the call",
+                    "tiktoken 1 thread",
+                    "ratio (started with)",
+                    "ratio (forked at the call)",
+                ],
+                file_rows,
+            ),
+            NOTES.format(
+                min_kib=PARALLEL_MIN_BYTES >> 10,
+                fork_kib=FORK_MIN_BYTES >> 10,
+                cores=os.cpu_count(),
+                load_before=load_before,
+                load_after=os.getloadavg()[0],
+            ).strip()
+            + "\n",
+        ]
+    )
     print("\n" + report)
     with atomic_write(args.out, "w", encoding="utf-8") as f:
         f.write(report)

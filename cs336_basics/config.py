@@ -31,18 +31,33 @@ def _opt(default: Any, help: str) -> Any:
 class DataConfig:
     """Where the token arrays come from, and how to build them when they are missing."""
 
-    train_tokens: str = _opt("data/demo/train.npy", "training token ids: .npy, or a raw .bin (set token_dtype)")
+    train_tokens: str = _opt(
+        "data/demo/train.npy", "training token ids: .npy, or a raw .bin (set token_dtype)"
+    )
     val_tokens: str = _opt("data/demo/valid.npy", "validation token ids, same format")
     token_dtype: Literal["auto", "uint16", "uint32", "int32", "int64"] = _opt(
-        "auto", "dtype of a raw .bin token file (.npy files carry their own)")
-    tokenizer_dir: str = _opt("data/demo/tokenizer", "folder with vocab.json + merges.txt (trained here if missing)")
-    special_tokens: list[str] = _opt(["<|endoftext|>"], "special tokens of the tokenizer, comma-separated")
-    train_text: str | None = _opt(None, "raw UTF-8 text to build the tokenizer and train_tokens from, if missing")
+        "auto", "dtype of a raw .bin token file (.npy files carry their own)"
+    )
+    tokenizer_dir: str = _opt(
+        "data/demo/tokenizer", "folder with vocab.json + merges.txt (trained here if missing)"
+    )
+    special_tokens: list[str] = _opt(
+        ["<|endoftext|>"], "special tokens of the tokenizer, comma-separated"
+    )
+    train_text: str | None = _opt(
+        None, "raw UTF-8 text to build the tokenizer and train_tokens from, if missing"
+    )
     val_text: str | None = _opt(None, "raw UTF-8 text to build val_tokens from, if missing")
-    max_text_bytes: int | None = _opt(None, "use only this prefix of train_text (cut after a whole document)")
+    max_text_bytes: int | None = _opt(
+        None, "use only this prefix of train_text (cut after a whole document)"
+    )
     max_val_text_bytes: int | None = _opt(None, "use only this prefix of val_text")
-    demo_corpus: bool = _opt(False, "write the built-in generated stories to train_text/val_text if missing")
-    demo_corpus_bytes: int = _opt(6_000_000, "size of the generated training text (validation: 5%% of it)")
+    demo_corpus: bool = _opt(
+        False, "write the built-in generated stories to train_text/val_text if missing"
+    )
+    demo_corpus_bytes: int = _opt(
+        6_000_000, "size of the generated training text (validation: 5%% of it)"
+    )
 
 
 @dataclass
@@ -59,38 +74,55 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     warmup_iters: int = _opt(100, "steps of linear warmup from 0 to optim.lr")
-    cosine_cycle_iters: int | None = _opt(None, "step at which the cosine reaches optim.min_lr; unset: the last step")
+    cosine_cycle_iters: int | None = _opt(
+        None, "step at which the cosine reaches optim.min_lr; unset: the last step"
+    )
 
 
 @dataclass
 class TrainingConfig:
     max_steps: int | None = _opt(None, "optimizer steps; unset: derived from total_tokens")
-    total_tokens: int | None = _opt(None, "training tokens = steps x batch_size x grad_accum_steps x context_length")
+    total_tokens: int | None = _opt(
+        None, "training tokens = steps x batch_size x grad_accum_steps x context_length"
+    )
     batch_size: int = _opt(32, "sequences per micro-batch")
     grad_accum_steps: int = _opt(1, "micro-batches per optimizer step")
     device: Literal["auto", "cpu", "cuda", "mps"] = _opt("auto", "auto picks cuda > mps > cpu")
-    autocast: Literal["auto", "bf16", "none"] = _opt("auto", "auto: bf16 autocast on CUDA, fp32 elsewhere")
+    autocast: Literal["auto", "bf16", "none"] = _opt(
+        "auto", "auto: bf16 autocast on CUDA, fp32 elsewhere"
+    )
     compile: bool = _opt(False, "torch.compile the model")
-    threads: int | None = _opt(None, "CPU threads for torch; unset: torch's choice, one per core; "
-                                     "1 is faster on a CPU shared with other jobs")
+    threads: int | None = _opt(
+        None,
+        "CPU threads for torch; unset: torch's choice, one per core; "
+        "1 is faster on a CPU shared with other jobs",
+    )
     seed: int = _opt(0, "seeds the model init and the data order")
     eval_interval: int = _opt(100, "steps between validation-loss estimates")
     eval_batches: int = _opt(20, "validation batches per estimate (a fixed sample)")
     log_interval: int = _opt(10, "steps between metric rows")
-    checkpoint_interval: int = _opt(500, "steps between checkpoints (one is always written at the end)")
+    checkpoint_interval: int = _opt(
+        500, "steps between checkpoints (one is always written at the end)"
+    )
     keep_last: int = _opt(2, "checkpoints kept in the run folder")
     run_name: str = _opt("run", "the run lives in out_dir/run_name")
     out_dir: str = _opt("runs", "parent folder of runs")
     resume: bool = _opt(False, "continue from the newest checkpoint in the run folder")
-    overwrite: bool = _opt(False, "start afresh in a run folder that holds an earlier run (deletes it)")
-    time_budget_s: float | None = _opt(None, "stop, with a checkpoint, after this much training time (seconds)")
+    overwrite: bool = _opt(
+        False, "start afresh in a run folder that holds an earlier run (deletes it)"
+    )
+    time_budget_s: float | None = _opt(
+        None, "stop, with a checkpoint, after this much training time (seconds)"
+    )
 
 
 @dataclass
 class LoggingConfig:
     wandb: bool = _opt(False, "also log to Weights & Biases")
     wandb_project: str = _opt("cs336-basics", "W&B project")
-    wandb_mode: Literal["online", "offline"] = _opt("offline", "offline needs no account or network (wandb sync later)")
+    wandb_mode: Literal["online", "offline"] = _opt(
+        "offline", "offline needs no account or network (wandb sync later)"
+    )
 
 
 @dataclass
@@ -121,7 +153,13 @@ class TrainConfig:
 
 # A small model used when neither a preset nor an override gives the model's shape.
 MODEL_DEFAULTS = dict(
-    vocab_size=2048, context_length=128, d_model=128, num_layers=4, num_heads=4, d_ff=384, rope_theta=10000.0
+    vocab_size=2048,
+    context_length=128,
+    d_model=128,
+    num_layers=4,
+    num_heads=4,
+    d_ff=384,
+    rope_theta=10000.0,
 )
 
 SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
@@ -130,11 +168,16 @@ SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(TrainCon
 MODEL_HELP = {
     "vocab_size": "token ids 0..vocab_size-1 (also the size of the BPE tokenizer trained here)",
     "context_length": "tokens per training sequence (and the longest context at generation)",
-    "d_model": "width of the residual stream", "num_layers": "Transformer blocks",
-    "num_heads": "attention heads (must divide d_model)", "d_ff": "hidden width of the feed-forward net",
-    "rope_theta": "RoPE base", "norm": "RMSNorm before (pre) or after (post) each sublayer, or none",
-    "positions": "rope, or nope (no positional signal)", "ffn": "swiglu, or silu (ungated)",
-    "tie_embeddings": "share the embedding and lm_head weights", "eps": "RMSNorm epsilon",
+    "d_model": "width of the residual stream",
+    "num_layers": "Transformer blocks",
+    "num_heads": "attention heads (must divide d_model)",
+    "d_ff": "hidden width of the feed-forward net",
+    "rope_theta": "RoPE base",
+    "norm": "RMSNorm before (pre) or after (post) each sublayer, or none",
+    "positions": "rope, or nope (no positional signal)",
+    "ffn": "swiglu, or silu (ungated)",
+    "tie_embeddings": "share the embedding and lm_head weights",
+    "eps": "RMSNorm epsilon",
 }
 
 
@@ -223,22 +266,37 @@ def _validate(cfg: TrainConfig) -> None:
     t, o, s = cfg.training, cfg.optim, cfg.schedule
     positive = {
         "training.batch_size": t.batch_size,
-        "training.grad_accum_steps": t.grad_accum_steps, "training.eval_interval": t.eval_interval,
-        "training.eval_batches": t.eval_batches, "training.log_interval": t.log_interval,
-        "training.checkpoint_interval": t.checkpoint_interval, "training.keep_last": t.keep_last,
+        "training.grad_accum_steps": t.grad_accum_steps,
+        "training.eval_interval": t.eval_interval,
+        "training.eval_batches": t.eval_batches,
+        "training.log_interval": t.log_interval,
+        "training.checkpoint_interval": t.checkpoint_interval,
+        "training.keep_last": t.keep_last,
         "optim.eps": o.eps,
     }
     optional_positive = {
-        "training.max_steps": t.max_steps, "training.total_tokens": t.total_tokens,
-        "training.time_budget_s": t.time_budget_s, "training.threads": t.threads, "schedule.cosine_cycle_iters": s.cosine_cycle_iters,
-        "data.max_text_bytes": cfg.data.max_text_bytes, "data.max_val_text_bytes": cfg.data.max_val_text_bytes,
+        "training.max_steps": t.max_steps,
+        "training.total_tokens": t.total_tokens,
+        "training.time_budget_s": t.time_budget_s,
+        "training.threads": t.threads,
+        "schedule.cosine_cycle_iters": s.cosine_cycle_iters,
+        "data.max_text_bytes": cfg.data.max_text_bytes,
+        "data.max_val_text_bytes": cfg.data.max_val_text_bytes,
         "data.demo_corpus_bytes": cfg.data.demo_corpus_bytes,
     }
-    for key, v in {**positive, **{k: v for k, v in optional_positive.items() if v is not None}}.items():
+    for key, v in {
+        **positive,
+        **{k: v for k, v in optional_positive.items() if v is not None},
+    }.items():
         if not v > 0:
             raise ValueError(f"{key} must be positive; got {v}")
-    for key, v in {"optim.lr": o.lr, "optim.min_lr": o.min_lr, "optim.weight_decay": o.weight_decay,
-                   "optim.grad_clip": o.grad_clip, "schedule.warmup_iters": s.warmup_iters}.items():
+    for key, v in {
+        "optim.lr": o.lr,
+        "optim.min_lr": o.min_lr,
+        "optim.weight_decay": o.weight_decay,
+        "optim.grad_clip": o.grad_clip,
+        "schedule.warmup_iters": s.warmup_iters,
+    }.items():
         if not (v >= 0 and math.isfinite(v)):
             raise ValueError(f"{key} must be a finite number >= 0; got {v}")
     if o.min_lr > o.lr:
@@ -250,7 +308,9 @@ def _validate(cfg: TrainConfig) -> None:
     if not t.run_name or Path(t.run_name).name != t.run_name:
         raise ValueError(f"training.run_name must be a plain folder name; got {t.run_name!r}")
     if cfg.data.demo_corpus and not (cfg.data.train_text and cfg.data.val_text):
-        raise ValueError("data.demo_corpus needs data.train_text and data.val_text (where to write the stories)")
+        raise ValueError(
+            "data.demo_corpus needs data.train_text and data.val_text (where to write the stories)"
+        )
 
 
 # ---------------------------------------------------------------- loading
@@ -275,7 +335,9 @@ def _nest(overrides: Sequence[str] | Mapping[str, Any]) -> dict[str, dict[str, A
     for key, value in pairs:
         section, _, name = key.partition(".")
         if section not in SECTIONS or not name:
-            raise ValueError(f"unknown config key {key!r}; keys look like SECTION.NAME with SECTION in {', '.join(SECTIONS)}")
+            raise ValueError(
+                f"unknown config key {key!r}; keys look like SECTION.NAME with SECTION in {', '.join(SECTIONS)}"
+            )
         nested.setdefault(section, {})[name.replace("-", "_")] = value
     return nested
 
@@ -292,7 +354,9 @@ def read_preset(path: str | Path) -> dict[str, dict[str, Any]]:
         raise ValueError(f"config file {path} is not valid TOML: {e}") from None
     for section, values in doc.items():
         if section not in SECTIONS:
-            raise ValueError(f"{path}: unknown section [{section}]; sections are {', '.join(SECTIONS)}")
+            raise ValueError(
+                f"{path}: unknown section [{section}]; sections are {', '.join(SECTIONS)}"
+            )
         if not isinstance(values, dict):
             raise ValueError(f"{path}: {section} must be a [table]")
     return doc
@@ -310,18 +374,22 @@ def load_config(
     for layer in layers:
         for section, values in layer.items():
             merged[section].update(values)
-    cfg = TrainConfig(**{name: _build_section(name, SECTIONS[name], merged[name]) for name in SECTIONS})
+    cfg = TrainConfig(
+        **{name: _build_section(name, SECTIONS[name], merged[name]) for name in SECTIONS}
+    )
     _validate(cfg)
     return cfg
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
     """Plain nested dict (tuples as lists, None kept) for JSON, TOML-ish display and checkpoints."""
+
     def plain(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v
 
     return {
-        name: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, name)).items()} for name in SECTIONS
+        name: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, name)).items()}
+        for name in SECTIONS
     }
 
 
@@ -333,6 +401,7 @@ def config_from_dict(d: Mapping[str, Mapping[str, Any]]) -> TrainConfig:
 
 def to_toml(cfg: TrainConfig) -> str:
     """The resolved config as a TOML preset (unset optional values are left out)."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -367,9 +436,20 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig)
             text = MODEL_HELP.get(key, "") if section == "model" else fields[key].metadata["help"]
             if typing.get_origin(hints[key]) is Literal:
                 text += f"; one of {', '.join(typing.get_args(hints[key]))}"
-            shown = "unset" if value is None else ",".join(map(str, value)) if isinstance(value, list) else value
-            group.add_argument(f"--{section}.{key}", dest=f"{section}.{key}", default=argparse.SUPPRESS,
-                               metavar="VALUE", help=f"{text} (default: {shown})")
+            shown = (
+                "unset"
+                if value is None
+                else ",".join(map(str, value))
+                if isinstance(value, list)
+                else value
+            )
+            group.add_argument(
+                f"--{section}.{key}",
+                dest=f"{section}.{key}",
+                default=argparse.SUPPRESS,
+                metavar="VALUE",
+                help=f"{text} (default: {shown})",
+            )
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, str]:

@@ -27,16 +27,83 @@ class Character:
 
 GIRLS = ["Lily", "Mia", "Sara", "Emma", "Anna", "Lucy", "Zoe", "Ella", "Amy", "Rose", "Kate", "Sue"]
 BOYS = ["Tom", "Ben", "Max", "Sam", "Leo", "Jack", "Tim", "Finn", "Joe", "Noah", "Dan", "Bob"]
-ANIMALS = ["dog", "cat", "bunny", "bear", "bird", "duck", "frog", "fox", "mouse", "pig", "lamb", "owl"]
-ADJECTIVES = ["little", "kind", "happy", "brave", "curious", "shy", "funny", "small", "clever", "gentle"]
-PLACES = ["park", "garden", "forest", "woods", "field", "yard", "meadow", "orchard", "backyard", "playground"]
-OBJECTS = ["ball", "kite", "red hat", "toy car", "blue book", "shiny shell", "teddy bear", "little boat",
-           "yellow balloon", "drum", "doll", "green cup"]
-HIDING = ["under a big rock", "behind a tree", "in a pile of leaves", "next to the fence", "under the bench",
-          "in the tall grass", "inside an old box", "near the water"]
-LOOK_SPOTS = ["the bed", "the table", "a bush", "the slide", "a log", "the swing", "a flower pot", "the door"]
+ANIMALS = [
+    "dog",
+    "cat",
+    "bunny",
+    "bear",
+    "bird",
+    "duck",
+    "frog",
+    "fox",
+    "mouse",
+    "pig",
+    "lamb",
+    "owl",
+]
+ADJECTIVES = [
+    "little",
+    "kind",
+    "happy",
+    "brave",
+    "curious",
+    "shy",
+    "funny",
+    "small",
+    "clever",
+    "gentle",
+]
+PLACES = [
+    "park",
+    "garden",
+    "forest",
+    "woods",
+    "field",
+    "yard",
+    "meadow",
+    "orchard",
+    "backyard",
+    "playground",
+]
+OBJECTS = [
+    "ball",
+    "kite",
+    "red hat",
+    "toy car",
+    "blue book",
+    "shiny shell",
+    "teddy bear",
+    "little boat",
+    "yellow balloon",
+    "drum",
+    "doll",
+    "green cup",
+]
+HIDING = [
+    "under a big rock",
+    "behind a tree",
+    "in a pile of leaves",
+    "next to the fence",
+    "under the bench",
+    "in the tall grass",
+    "inside an old box",
+    "near the water",
+]
+LOOK_SPOTS = [
+    "the bed",
+    "the table",
+    "a bush",
+    "the slide",
+    "a log",
+    "the swing",
+    "a flower pot",
+    "the door",
+]
 ACTIVITIES = {  # activity -> (the scary part, how it ends)
-    "climb the big tree": ("the branches were very high", "sat on the top branch and saw the whole town"),
+    "climb the big tree": (
+        "the branches were very high",
+        "sat on the top branch and saw the whole town",
+    ),
     "swim in the lake": ("the water looked deep and cold", "swam all the way to the little dock"),
     "ride a bike": ("the bike wobbled and went fast", "rode around the park three times"),
     "jump into the pool": ("the pool looked very big", "jumped in with a big splash"),
@@ -75,7 +142,9 @@ def _character(rng: random.Random, avoid: str = "") -> Character:
         else:
             she = rng.random() < 0.5
             name = rng.choice(GIRLS if she else BOYS)
-            c = Character(name, rng.choice(ANIMALS), *(("she", "her", "her") if she else ("he", "him", "his")))
+            c = Character(
+                name, rng.choice(ANIMALS), *(("she", "her", "her") if she else ("he", "him", "his"))
+            )
         if c.name != avoid:
             return c
 
@@ -90,12 +159,14 @@ def _cap(s: str) -> str:
 
 def _opening(rng: random.Random, c: Character, place: str) -> str:
     adj = rng.choice(ADJECTIVES)
-    return rng.choice([
-        f"Once upon a time, there was a {adj} {c.kind} named {c.name}.",
-        f"There was once a {adj} {c.kind} called {c.name}. {_cap(c.subj)} lived near the {place}.",
-        f"{c.name} was a {adj} {c.kind}. {_cap(c.subj)} liked to play in the {place} every day.",
-        f"One sunny morning, a {adj} {c.kind} named {c.name} went to the {place}.",
-    ])
+    return rng.choice(
+        [
+            f"Once upon a time, there was a {adj} {c.kind} named {c.name}.",
+            f"There was once a {adj} {c.kind} called {c.name}. {_cap(c.subj)} lived near the {place}.",
+            f"{c.name} was a {adj} {c.kind}. {_cap(c.subj)} liked to play in the {place} every day.",
+            f"One sunny morning, a {adj} {c.kind} named {c.name} went to the {place}.",
+        ]
+    )
 
 
 def _lost_and_found(rng: random.Random, c: Character, f: Character, place: str) -> list[str]:
@@ -105,10 +176,10 @@ def _lost_and_found(rng: random.Random, c: Character, f: Character, place: str) 
         f"One day, {c.name} was playing with the {obj} in the {place}, and then it was gone!",
         f"{c.name} felt {rng.choice(SAD)}. {_cap(c.subj)} looked under {spot1} and behind {spot2}, "
         f"but {c.subj} could not find it.",
-        f"Then {c.poss} friend {_called(f)} came by. \"Why are you sad, {c.name}?\" asked {f.name}.",
-        f"\"I lost my {obj},\" said {c.name}. \"I will help you look,\" said {f.name}.",
+        f'Then {c.poss} friend {_called(f)} came by. "Why are you sad, {c.name}?" asked {f.name}.',
+        f'"I lost my {obj}," said {c.name}. "I will help you look," said {f.name}.',
         f"They looked and looked. At last, {f.name} found the {obj} {rng.choice(HIDING)}.",
-        f"{c.name} was so {rng.choice(HAPPY)}. \"Thank you, {f.name}!\" {c.subj} said, and {c.subj} gave "
+        f'{c.name} was so {rng.choice(HAPPY)}. "Thank you, {f.name}!" {c.subj} said, and {c.subj} gave '
         f"{f.name} a big hug.",
     ]
 
@@ -119,11 +190,11 @@ def _brave(rng: random.Random, c: Character, f: Character, place: str) -> list[s
     helper_text = f"{c.poss} {helper}" if helper in GROWNUPS else helper
     return [
         f"{c.name} wanted to {activity}. But {scary}, and {c.name} was scared.",
-        f"\"I can't do it,\" {c.name} said. {_cap(helper_text)} smiled and said, \"You can do it. "
-        f"I will be right here.\"",
+        f'"I can\'t do it," {c.name} said. {_cap(helper_text)} smiled and said, "You can do it. '
+        f'I will be right here."',
         f"{c.name} took a deep breath. {_cap(c.subj)} tried once, and then {c.subj} tried again.",
         f"At last, {c.name} {ending}!",
-        f"{c.name} felt very {rng.choice(['proud', 'brave', 'happy'])}. \"I did it!\" {c.subj} shouted.",
+        f'{c.name} felt very {rng.choice(["proud", "brave", "happy"])}. "I did it!" {c.subj} shouted.',
     ]
 
 
@@ -131,10 +202,10 @@ def _sharing(rng: random.Random, c: Character, f: Character, place: str) -> list
     obj = rng.choice(OBJECTS)
     return [
         f"{c.name} got a new {obj}. {_cap(c.subj)} took it to the {place} to play.",
-        f"{f.name} saw the {obj} and said, \"Can I play with it too?\"",
-        f"\"No, it is mine,\" said {c.name}. {f.name} felt {rng.choice(SAD)} and walked away.",
+        f'{f.name} saw the {obj} and said, "Can I play with it too?"',
+        f'"No, it is mine," said {c.name}. {f.name} felt {rng.choice(SAD)} and walked away.',
         f"Soon {c.name} was alone. Playing alone was not much fun.",
-        f"{c.name} ran to {f.name} and said, \"I am sorry. Let's play with my {obj} together.\"",
+        f'{c.name} ran to {f.name} and said, "I am sorry. Let\'s play with my {obj} together."',
         f"{f.name} smiled. They played with the {obj} all day and had lots of fun.",
     ]
 
@@ -144,10 +215,10 @@ def _rain(rng: random.Random, c: Character, f: Character, place: str) -> list[st
         f"One day, {c.name} and {f.name} went to the {place}. The sun was warm and the sky was blue.",
         f"They ran and jumped and played {rng.choice(['tag', 'ball', 'hide and seek', 'with a kite'])}.",
         "Suddenly, big dark clouds came, and it began to rain.",
-        f"\"Quick, let's hide!\" said {f.name}. They ran under a big tree and waited.",
+        f'"Quick, let\'s hide!" said {f.name}. They ran under a big tree and waited.',
         f"{c.name} was a little {rng.choice(['cold', 'scared', 'wet'])}, but {f.name} held {c.poss} hand.",
         "Soon the rain stopped, and a big rainbow came out. "
-        f"\"Look, it is so pretty!\" said {c.name}. They laughed and went home together.",
+        f'"Look, it is so pretty!" said {c.name}. They laughed and went home together.',
     ]
 
 
@@ -158,9 +229,9 @@ def _baking(rng: random.Random, c: Character, f: Character, place: str) -> list[
         f"One day, {c.name} wanted to make {food} with {c.poss} {grownup}.",
         f"They got {a}, {b} and {d}. {c.name} mixed everything in a big bowl.",
         f"Oops! Some {a} fell on the floor, and {c.name} had {a} on {c.poss} nose.",
-        f"{_cap(c.poss)} {grownup} laughed and said, \"That is okay. Cooking can be messy.\"",
+        f'{_cap(c.poss)} {grownup} laughed and said, "That is okay. Cooking can be messy."',
         f"They put the {food} in the oven and waited. Soon the house smelled very good.",
-        f"{c.name} shared the {food} with {f.name}. \"This is yummy!\" said {f.name}.",
+        f'{c.name} shared the {food} with {f.name}. "This is yummy!" said {f.name}.',
     ]
 
 
@@ -168,10 +239,10 @@ def _discovery(rng: random.Random, c: Character, f: Character, place: str) -> li
     thing, inside = rng.choice(list(FINDS.items()))
     return [
         f"One day, {c.name} was walking in the {place} when {c.subj} saw {thing}.",
-        f"{c.name} was very curious. \"What is this?\" {c.subj} asked.",
+        f'{c.name} was very curious. "What is this?" {c.subj} asked.',
         f"{_cap(c.subj)} called {f.name}, and they looked at it together.",
         f"Slowly, they opened it. Inside, they found {inside}!",
-        f"\"Wow!\" said {f.name}. {c.name} and {f.name} smiled at each other.",
+        f'"Wow!" said {f.name}. {c.name} and {f.name} smiled at each other.',
         f"They ran home to tell everyone about what they found in the {place}.",
     ]
 
@@ -186,11 +257,15 @@ def story(rng: random.Random) -> str:
     place = rng.choice(PLACES)
     sentences = [_opening(rng, hero, place)] + rng.choice(PLOTS)(rng, hero, friend, place)
     if rng.random() < 0.5:
-        sentences.append(rng.choice([
-            f"From that day on, {hero.name} and {friend.name} were best friends.",
-            f"That night, {hero.name} went to bed with a big smile.",
-            "It was the best day ever.",
-        ]))
+        sentences.append(
+            rng.choice(
+                [
+                    f"From that day on, {hero.name} and {friend.name} were best friends.",
+                    f"That night, {hero.name} went to bed with a big smile.",
+                    "It was the best day ever.",
+                ]
+            )
+        )
     if rng.random() < 0.3:
         sentences.append(rng.choice(MORALS))
     paragraphs, i = [], 0

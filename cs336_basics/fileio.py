@@ -26,7 +26,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> It
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise OSError(f"cannot write {path}: {e.strerror or e}. Choose a writable output folder.") from e
+        raise OSError(
+            f"cannot write {path}: {e.strerror or e}. Choose a writable output folder."
+        ) from e
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f

@@ -18,7 +18,10 @@ import cs336_basics as lib  # attributes resolve on first use, one component at 
 
 
 def run_linear(
-    d_in: int, d_out: int, weights: Float[Tensor, " d_out d_in"], in_features: Float[Tensor, " ... d_in"]
+    d_in: int,
+    d_out: int,
+    weights: Float[Tensor, " d_out d_in"],
+    in_features: Float[Tensor, " ... d_in"],
 ) -> Float[Tensor, " ... d_out"]:
     layer = lib.Linear(d_in, d_out, device=weights.device, dtype=weights.dtype)
     layer.load_state_dict({"weight": weights})
@@ -26,7 +29,10 @@ def run_linear(
 
 
 def run_embedding(
-    vocab_size: int, d_model: int, weights: Float[Tensor, " vocab_size d_model"], token_ids: Int[Tensor, " ..."]
+    vocab_size: int,
+    d_model: int,
+    weights: Float[Tensor, " vocab_size d_model"],
+    token_ids: Int[Tensor, " ..."],
 ) -> Float[Tensor, " ... d_model"]:
     layer = lib.Embedding(vocab_size, d_model, device=weights.device, dtype=weights.dtype)
     layer.load_state_dict({"weight": weights})
@@ -68,8 +74,12 @@ def run_multihead_self_attention(
     o_proj_weight: Float[Tensor, " d_model d_v"],
     in_features: Float[Tensor, " ... sequence_length d_in"],
 ) -> Float[Tensor, " ... sequence_length d_out"]:
-    attn = lib.MultiHeadSelfAttention(d_model, num_heads, device=q_proj_weight.device, dtype=q_proj_weight.dtype)
-    attn.load_state_dict(_attention_weights(q_proj_weight, k_proj_weight, v_proj_weight, o_proj_weight))
+    attn = lib.MultiHeadSelfAttention(
+        d_model, num_heads, device=q_proj_weight.device, dtype=q_proj_weight.dtype
+    )
+    attn.load_state_dict(
+        _attention_weights(q_proj_weight, k_proj_weight, v_proj_weight, o_proj_weight)
+    )
     return attn(in_features)
 
 
@@ -85,11 +95,15 @@ def run_multihead_self_attention_with_rope(
     in_features: Float[Tensor, " ... sequence_length d_in"],
     token_positions: Int[Tensor, " ... sequence_length"] | None = None,
 ) -> Float[Tensor, " ... sequence_length d_out"]:
-    rope = lib.RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device=q_proj_weight.device)
+    rope = lib.RotaryPositionalEmbedding(
+        theta, d_model // num_heads, max_seq_len, device=q_proj_weight.device
+    )
     attn = lib.MultiHeadSelfAttention(
         d_model, num_heads, rope=rope, device=q_proj_weight.device, dtype=q_proj_weight.dtype
     )
-    attn.load_state_dict(_attention_weights(q_proj_weight, k_proj_weight, v_proj_weight, o_proj_weight))
+    attn.load_state_dict(
+        _attention_weights(q_proj_weight, k_proj_weight, v_proj_weight, o_proj_weight)
+    )
     return attn(in_features, token_positions)
 
 
@@ -114,7 +128,13 @@ def run_transformer_block(
     in_features: Float[Tensor, " batch sequence_length d_model"],
 ) -> Float[Tensor, " batch sequence_length d_model"]:
     block = lib.TransformerBlock(
-        d_model, num_heads, d_ff, max_seq_len, theta, device=in_features.device, dtype=in_features.dtype
+        d_model,
+        num_heads,
+        d_ff,
+        max_seq_len,
+        theta,
+        device=in_features.device,
+        dtype=in_features.dtype,
     )
     block.load_state_dict(weights)
     return block(in_features)
@@ -133,15 +153,25 @@ def run_transformer_lm(
 ) -> Float[Tensor, " batch_size sequence_length vocab_size"]:
     weight = weights["token_embeddings.weight"]
     model = lib.TransformerLM(
-        vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta,
-        device=weight.device, dtype=weight.dtype,
+        vocab_size,
+        context_length,
+        d_model,
+        num_layers,
+        num_heads,
+        d_ff,
+        rope_theta,
+        device=weight.device,
+        dtype=weight.dtype,
     )
     model.load_state_dict(weights)
     return model(in_indices)
 
 
 def run_rmsnorm(
-    d_model: int, eps: float, weights: Float[Tensor, " d_model"], in_features: Float[Tensor, " ... d_model"]
+    d_model: int,
+    eps: float,
+    weights: Float[Tensor, " d_model"],
+    in_features: Float[Tensor, " ... d_model"],
 ) -> Float[Tensor, " ... d_model"]:
     layer = lib.RMSNorm(d_model, eps=eps, device=weights.device, dtype=weights.dtype)
     layer.load_state_dict({"weight": weights})
@@ -162,7 +192,9 @@ def run_softmax(in_features: Float[Tensor, " ..."], dim: int) -> Float[Tensor, "
     return lib.softmax(in_features, dim)
 
 
-def run_cross_entropy(inputs: Float[Tensor, " ... vocab_size"], targets: Int[Tensor, " ..."]) -> Float[Tensor, ""]:
+def run_cross_entropy(
+    inputs: Float[Tensor, " ... vocab_size"], targets: Int[Tensor, " ..."]
+) -> Float[Tensor, ""]:
     return lib.cross_entropy(inputs, targets)
 
 
@@ -175,9 +207,15 @@ def get_adamw_cls() -> Any:
 
 
 def run_get_lr_cosine_schedule(
-    it: int, max_learning_rate: float, min_learning_rate: float, warmup_iters: int, cosine_cycle_iters: int
+    it: int,
+    max_learning_rate: float,
+    min_learning_rate: float,
+    warmup_iters: int,
+    cosine_cycle_iters: int,
 ) -> float:
-    return lib.get_lr_cosine_schedule(it, max_learning_rate, min_learning_rate, warmup_iters, cosine_cycle_iters)
+    return lib.get_lr_cosine_schedule(
+        it, max_learning_rate, min_learning_rate, warmup_iters, cosine_cycle_iters
+    )
 
 
 def run_save_checkpoint(
@@ -190,13 +228,17 @@ def run_save_checkpoint(
 
 
 def run_load_checkpoint(
-    src: str | os.PathLike | BinaryIO | IO[bytes], model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    src: str | os.PathLike | BinaryIO | IO[bytes],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
 ) -> int:
     return lib.load_checkpoint(src, model, optimizer)
 
 
 def get_tokenizer(
-    vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]], special_tokens: list[str] | None = None
+    vocab: dict[int, bytes],
+    merges: list[tuple[bytes, bytes]],
+    special_tokens: list[str] | None = None,
 ) -> Any:
     return lib.Tokenizer(vocab, merges, special_tokens)
 

@@ -31,8 +31,6 @@ VARIANTS = [
 ]
 
 
-
-
 def tiny(**variant) -> TransformerLM:
     torch.manual_seed(0)
     return TransformerLM(**TINY, **variant)

@@ -29,19 +29,40 @@ def test_presets_load(name):
 def test_tinystories_preset_is_the_handouts_model():
     cfg = load_config(CONFIGS / "tinystories.toml")
     m = cfg.model
-    assert (m.vocab_size, m.context_length, m.d_model, m.num_layers, m.num_heads, m.d_ff, m.rope_theta) == (
-        10000, 256, 512, 4, 16, 1344, 10000.0)
+    assert (
+        m.vocab_size,
+        m.context_length,
+        m.d_model,
+        m.num_layers,
+        m.num_heads,
+        m.d_ff,
+        m.rope_theta,
+    ) == (10000, 256, 512, 4, 16, 1344, 10000.0)
     assert cfg.tokens_per_step * cfg.total_steps == 327_680_000 == cfg.training.total_tokens
     assert load_config(CONFIGS / "tinystories_cpu.toml").training.total_tokens == 40_000_000
     assert load_config(CONFIGS / "owt.toml").model.vocab_size == 32000
 
 
 def test_override_forms_and_types():
-    cfg = load_config(CONFIGS / "demo.toml", [
-        "--model.d_model", "64", "optim.lr=2e-3", "--optim.betas=0.8,0.9", "--training.total_tokens", "1_000_000",
-        "--training.max_steps", "none", "--training.compile", "true", "--data.special_tokens", "<a>,<b>",
-        "--training.time_budget_s", "30",
-    ])
+    cfg = load_config(
+        CONFIGS / "demo.toml",
+        [
+            "--model.d_model",
+            "64",
+            "optim.lr=2e-3",
+            "--optim.betas=0.8,0.9",
+            "--training.total_tokens",
+            "1_000_000",
+            "--training.max_steps",
+            "none",
+            "--training.compile",
+            "true",
+            "--data.special_tokens",
+            "<a>,<b>",
+            "--training.time_budget_s",
+            "30",
+        ],
+    )
     assert cfg.model.d_model == 64 and cfg.optim.lr == 2e-3 and cfg.optim.betas == (0.8, 0.9)
     assert cfg.training.max_steps is None and cfg.training.compile is True
     assert cfg.data.special_tokens == ["<a>", "<b>"] and cfg.training.time_budget_s == 30.0
@@ -54,22 +75,28 @@ def test_max_steps_wins_over_total_tokens():
     assert cfg.total_steps == 7
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"model.d_modle": 1}, "unknown config key model.d_modle"),
-    ({"modle.d_model": 1}, "unknown config key 'modle.d_model'"),
-    ({"training.batch_size": "many"}, "training.batch_size must be an integer"),
-    ({"training.batch_size": 0}, "training.batch_size must be positive"),
-    ({"training.compile": "maybe"}, "training.compile must be true or false"),
-    ({"training.device": "tpu"}, "training.device must be one of"),
-    ({"model.norm": "middle"}, "norm"),
-    ({"model.num_heads": 5}, "[model] section"),
-    ({"optim.lr": -1}, "optim.lr must be a finite number >= 0"),
-    ({"optim.min_lr": 1.0}, "optim.min_lr (1.0) must not exceed optim.lr"),
-    ({"optim.betas": "0.9,1.5"}, "optim.betas must lie in [0, 1)"),
-    ({"optim.betas": "0.9"}, "optim.betas must have 2 items"),
-    ({"training.max_steps": "none", "training.total_tokens": "none"}, "set training.max_steps or training.total_tokens"),
-    ({"training.run_name": "a/b"}, "training.run_name must be a plain folder name"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model.d_modle": 1}, "unknown config key model.d_modle"),
+        ({"modle.d_model": 1}, "unknown config key 'modle.d_model'"),
+        ({"training.batch_size": "many"}, "training.batch_size must be an integer"),
+        ({"training.batch_size": 0}, "training.batch_size must be positive"),
+        ({"training.compile": "maybe"}, "training.compile must be true or false"),
+        ({"training.device": "tpu"}, "training.device must be one of"),
+        ({"model.norm": "middle"}, "norm"),
+        ({"model.num_heads": 5}, "[model] section"),
+        ({"optim.lr": -1}, "optim.lr must be a finite number >= 0"),
+        ({"optim.min_lr": 1.0}, "optim.min_lr (1.0) must not exceed optim.lr"),
+        ({"optim.betas": "0.9,1.5"}, "optim.betas must lie in [0, 1)"),
+        ({"optim.betas": "0.9"}, "optim.betas must have 2 items"),
+        (
+            {"training.max_steps": "none", "training.total_tokens": "none"},
+            "set training.max_steps or training.total_tokens",
+        ),
+        ({"training.run_name": "a/b"}, "training.run_name must be a plain folder name"),
+    ],
+)
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ValueError) as e:
         load_config(CONFIGS / "demo.toml", overrides)
@@ -96,7 +123,9 @@ def test_bad_preset_files(tmp_path):
 
 
 def test_round_trips(tmp_path):
-    cfg = load_config(CONFIGS / "tinystories.toml", {"training.time_budget_s": 60, "model.tie_embeddings": True})
+    cfg = load_config(
+        CONFIGS / "tinystories.toml", {"training.time_budget_s": 60, "model.tie_embeddings": True}
+    )
     assert config_from_dict(config_to_dict(cfg)) == cfg
     path = tmp_path / "resolved.toml"
     path.write_text(to_toml(cfg))

@@ -21,8 +21,6 @@ from cs336_basics.tokenizer.tokenizer import Tokenizer
 VOCAB, CONTEXT = 257, 16  # 256 bytes + <|endoftext|>, so the byte tokenizer below fits
 
 
-
-
 def tiny_model(**variant) -> TransformerLM:
     torch.manual_seed(0)
     return TransformerLM(

@@ -32,8 +32,6 @@ from .adapters import (
 D_MODEL, HEADS, D_FF, SEQ, THETA, VOCAB, LAYERS = 32, 4, 48, 12, 10000.0, 50, 2
 
 
-
-
 def close(actual, expected, atol=1e-5, rtol=1e-4):
     # Not torch.testing.assert_close: its first call imports torch.distributed (seconds).
     assert actual.shape == expected.shape and actual.dtype == expected.dtype, (

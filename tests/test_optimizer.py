@@ -151,8 +151,11 @@ def test_get_lr_cosine_schedule(warmup, cycle):
         assert run_get_lr_cosine_schedule(it, lr_max, lr_min, warmup, cycle) == pytest.approx(
             expected, abs=1e-12
         )
+
     # The boundaries, spelled out.
-    lr = lambda it: get_lr_cosine_schedule(it, lr_max, lr_min, warmup, cycle)
+    def lr(it):
+        return get_lr_cosine_schedule(it, lr_max, lr_min, warmup, cycle)
+
     assert lr(0) == (lr_max if warmup == 0 else 0.0)
     if warmup > 0:
         assert lr(warmup - 1) == pytest.approx(lr_max * (warmup - 1) / warmup)

@@ -20,10 +20,16 @@ import cs336_basics.training.trainer as trainer
 from cs336_basics.checkpoint import read_checkpoint
 from cs336_basics.config import SECTIONS, load_config
 from cs336_basics.demo_corpus import END_OF_TEXT, generate_corpus
+from cs336_basics.tokenizer.tokenizer import Tokenizer
 from cs336_basics.training.evaluation import estimate_loss
 from cs336_basics.training.plots import plot_curves
-from cs336_basics.tokenizer.tokenizer import Tokenizer
-from cs336_basics.training.prepare import TINYSTORIES_FILES, default_run, prepare_data, slice_text, tokenizer_files
+from cs336_basics.training.prepare import (
+    TINYSTORIES_FILES,
+    default_run,
+    prepare_data,
+    slice_text,
+    tokenizer_files,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "script" / "train.py"
@@ -39,15 +45,26 @@ def _load_script():
 train_script = _load_script()
 
 TINY = {
-    "model.vocab_size": 300, "model.context_length": 16, "model.d_model": 16, "model.num_layers": 1,
-    "model.num_heads": 2, "model.d_ff": 32, "optim.lr": 1e-2, "optim.min_lr": 1e-3,
-    "schedule.warmup_iters": 2, "schedule.cosine_cycle_iters": 8, "training.batch_size": 4, "training.grad_accum_steps": 2,
-    "training.max_steps": 8, "training.eval_interval": 4, "training.eval_batches": 2,
-    "training.log_interval": 1, "training.checkpoint_interval": 3, "training.keep_last": 10,
+    "model.vocab_size": 300,
+    "model.context_length": 16,
+    "model.d_model": 16,
+    "model.num_layers": 1,
+    "model.num_heads": 2,
+    "model.d_ff": 32,
+    "optim.lr": 1e-2,
+    "optim.min_lr": 1e-3,
+    "schedule.warmup_iters": 2,
+    "schedule.cosine_cycle_iters": 8,
+    "training.batch_size": 4,
+    "training.grad_accum_steps": 2,
+    "training.max_steps": 8,
+    "training.eval_interval": 4,
+    "training.eval_batches": 2,
+    "training.log_interval": 1,
+    "training.checkpoint_interval": 3,
+    "training.keep_last": 10,
     "training.device": "cpu",
 }
-
-
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +72,13 @@ def data_args(tmp_path_factory) -> dict[str, object]:
     """Tiny demo-corpus data, prepared once for the module (as the default run prepares it)."""
     d = tmp_path_factory.mktemp("data")
     data = {
-        "data.demo_corpus": True, "data.demo_corpus_bytes": 40_000, "data.train_text": str(d / "train.txt"),
-        "data.val_text": str(d / "valid.txt"), "data.tokenizer_dir": str(d / "tok"),
-        "data.train_tokens": str(d / "train.npy"), "data.val_tokens": str(d / "valid.npy"),
+        "data.demo_corpus": True,
+        "data.demo_corpus_bytes": 40_000,
+        "data.train_text": str(d / "train.txt"),
+        "data.val_text": str(d / "valid.txt"),
+        "data.tokenizer_dir": str(d / "tok"),
+        "data.train_tokens": str(d / "train.npy"),
+        "data.val_tokens": str(d / "valid.npy"),
     }
     cfg = load_config(ROOT / "configs/demo.toml", {**TINY, **data})
     prepare_data(cfg.data, cfg.model.vocab_size, progress=False)
@@ -77,11 +98,21 @@ def whole_run(tmp_path_factory, data_args) -> Path:
 
 
 def _argv(overrides: dict[str, object], *flags: str) -> list[str]:
-    return [f"--{k}={v}" for k, v in overrides.items()] + ["--config", str(ROOT / "configs/demo.toml"), *flags]
+    return [f"--{k}={v}" for k, v in overrides.items()] + [
+        "--config",
+        str(ROOT / "configs/demo.toml"),
+        *flags,
+    ]
 
 
 def _run(tmp_path, data_args, name, *flags, **extra) -> int:
-    overrides = {**TINY, **data_args, "training.out_dir": str(tmp_path / "runs"), "training.run_name": name, **extra}
+    overrides = {
+        **TINY,
+        **data_args,
+        "training.out_dir": str(tmp_path / "runs"),
+        "training.run_name": name,
+        **extra,
+    }
     return train_script.main(_argv(overrides, "--samples", "0", *flags))
 
 
@@ -100,10 +131,16 @@ def _same_training(a: Path, b: Path) -> None:
     for k in sa["model"]:
         assert torch.equal(sa["model"][k], sb["model"][k]), k
     ra, rb = _rows(a), _rows(b)
-    assert [r["step"] for r in ra] == [r["step"] for r in rb] == list(range(TINY["training.max_steps"] + 1))
+    assert (
+        [r["step"] for r in ra]
+        == [r["step"] for r in rb]
+        == list(range(TINY["training.max_steps"] + 1))
+    )
     for x, y in zip(ra, rb):
         assert (x["train_loss"], x["lr"]) == (y["train_loss"], y["lr"])
-        if x["val_loss"] is not None and y["val_loss"] is not None:  # an interrupted run evaluates at its end
+        if (
+            x["val_loss"] is not None and y["val_loss"] is not None
+        ):  # an interrupted run evaluates at its end
             assert x["val_loss"] == y["val_loss"]
     assert ra[-1]["val_loss"] == rb[-1]["val_loss"] is not None
 
@@ -122,7 +159,9 @@ def _interrupt_at(monkeypatch, step: int, action) -> None:
     monkeypatch.setattr(trainer, "get_batch", get_batch)
 
 
-def test_resume_after_sigterm_reproduces_uninterrupted_run(tmp_path, data_args, whole_run, monkeypatch):
+def test_resume_after_sigterm_reproduces_uninterrupted_run(
+    tmp_path, data_args, whole_run, monkeypatch
+):
     _interrupt_at(monkeypatch, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
     assert _run(tmp_path, data_args, "cut") == 130  # finishes step 5, saves, exits
     assert read_checkpoint(trainer.list_checkpoints(tmp_path / "runs/cut")[-1])["iteration"] == 5
@@ -157,18 +196,30 @@ def test_shorter_run_then_longer_resume_matches(tmp_path, data_args, whole_run):
 
 
 def test_training_learns_and_generates(tmp_path, data_args, capsys):
-    overrides = {**TINY, **data_args, "training.out_dir": str(tmp_path / "runs"), "training.max_steps": 80, "optim.lr": 3e-2,
-                 "schedule.cosine_cycle_iters": "none",
-                 "training.eval_interval": 40, "training.log_interval": 10, "training.checkpoint_interval": 20,
-                 "training.keep_last": 2}
+    overrides = {
+        **TINY,
+        **data_args,
+        "training.out_dir": str(tmp_path / "runs"),
+        "training.max_steps": 80,
+        "optim.lr": 3e-2,
+        "schedule.cosine_cycle_iters": "none",
+        "training.eval_interval": 40,
+        "training.log_interval": 10,
+        "training.checkpoint_interval": 20,
+        "training.keep_last": 2,
+    }
     assert train_script.main(_argv(overrides, "--samples", "2", "--sample-tokens", "8")) == 0
     out = capsys.readouterr().out
     assert "Generated stories" in out and out.count("--- story") == 2 and "Artifacts:" in out
     run = tmp_path / "runs" / "demo"
     val = [r["val_loss"] for r in _rows(run) if r["val_loss"] is not None]
-    assert val[0] > math.log(300) - 0.5 and val[-1] < val[0] - 1.0  # starts near uniform, then learns
+    assert (
+        val[0] > math.log(300) - 0.5 and val[-1] < val[0] - 1.0
+    )  # starts near uniform, then learns
     lrs = {r["step"]: r["lr"] for r in _rows(run)}
-    assert lrs[80] == TINY["optim.min_lr"] < lrs[70] < lrs[10]  # the cosine ends exactly at the last step
+    assert (
+        lrs[80] == TINY["optim.min_lr"] < lrs[70] < lrs[10]
+    )  # the cosine ends exactly at the last step
     assert len(trainer.list_checkpoints(run)) == 2  # keep_last
     model, cfg = trainer.load_trained_model(run)
     assert not model.training and cfg.model.d_model == TINY["model.d_model"]
@@ -182,13 +233,20 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_args, monk
     def poisoned(logits, targets):
         calls["n"] += 1
         loss = real(logits, targets)
-        return loss * float("nan") if calls["n"] > 2 * 4 else loss  # from step 5 on (2 micro-batches a step)
+        return (
+            loss * float("nan") if calls["n"] > 2 * 4 else loss
+        )  # from step 5 on (2 micro-batches a step)
 
     monkeypatch.setattr(trainer, "cross_entropy", poisoned)
-    cfg = load_config(None, {**TINY, **data_args, "training.out_dir": str(tmp_path), "training.eval_interval": 100})
+    cfg = load_config(
+        None,
+        {**TINY, **data_args, "training.out_dir": str(tmp_path), "training.eval_interval": 100},
+    )
     result = trainer.train(cfg, progress=False)
     assert result.diverged and result.steps == 4
-    assert [read_checkpoint(p)["iteration"] for p in trainer.list_checkpoints(result.run_dir)] == [3]
+    assert [read_checkpoint(p)["iteration"] for p in trainer.list_checkpoints(result.run_dir)] == [
+        3
+    ]
     assert _rows(result.run_dir)[-1]["train_loss"] is None  # the NaN step is logged as null
 
 
@@ -210,9 +268,14 @@ def _error(capsys, argv) -> str:
 
 
 def test_missing_data_files(tmp_path, capsys):
-    paths = {"data.demo_corpus": False, "data.train_tokens": str(tmp_path / "no.npy"),
-             "data.val_tokens": str(tmp_path / "no_val.npy"), "data.tokenizer_dir": str(tmp_path / "tok"),
-             "data.val_text": "none", "training.out_dir": str(tmp_path)}
+    paths = {
+        "data.demo_corpus": False,
+        "data.train_tokens": str(tmp_path / "no.npy"),
+        "data.val_tokens": str(tmp_path / "no_val.npy"),
+        "data.tokenizer_dir": str(tmp_path / "tok"),
+        "data.val_text": "none",
+        "training.out_dir": str(tmp_path),
+    }
     err = _error(capsys, _argv({**TINY, **paths, "data.train_text": "none"}))
     assert "no.npy not found" in err and "data.train_text" in err
     err = _error(capsys, _argv({**TINY, **paths, "data.train_text": str(tmp_path / "missing.txt")}))
@@ -222,12 +285,19 @@ def test_missing_data_files(tmp_path, capsys):
 def test_token_ids_beyond_vocab(tmp_path, capsys, data_args):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.array([1, 2, 3, 5000] * 100, dtype=np.uint16))
-    err = _error(capsys, _argv({**TINY, **data_args, "data.train_tokens": str(bad), "training.out_dir": str(tmp_path)}))
+    err = _error(
+        capsys,
+        _argv(
+            {**TINY, **data_args, "data.train_tokens": str(bad), "training.out_dir": str(tmp_path)}
+        ),
+    )
     assert "5000" in err and "vocab" in err
 
 
 def test_bad_config_values(tmp_path, capsys):
-    assert "training.batch_size must be positive" in _error(capsys, _argv({"training.batch_size": 0}))
+    assert "training.batch_size must be positive" in _error(
+        capsys, _argv({"training.batch_size": 0})
+    )
     assert "optim.lr must be a number" in _error(capsys, _argv({"optim.lr": "fast"}))
     preset = tmp_path / "bad.toml"
     preset.write_text("[model]\nd_modle = 64\n")
@@ -256,13 +326,22 @@ def test_unwritable_output_folder(tmp_path, data_args, capsys):
 
 
 def test_help_lists_every_option_with_default():
-    out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())
-    described = {opt: (words, default) for opt, words, default in
-                 re.findall(r"(--\w+\.\w+) VALUE (.*?)\(default: ([^)]*)\)", text)}
-    assert len(described) == sum(len(dataclasses.fields(cls)) for cls in SECTIONS.values())  # every option
+    described = {
+        opt: (words, default)
+        for opt, words, default in re.findall(r"(--\w+\.\w+) VALUE (.*?)\(default: ([^)]*)\)", text)
+    }
+    assert len(described) == sum(
+        len(dataclasses.fields(cls)) for cls in SECTIONS.values()
+    )  # every option
     assert all(words.strip() for words, _ in described.values())  # each one explained
     assert described["--model.d_model"][1] == "128" and described["--optim.betas"][1] == "0.9,0.95"
     assert described["--training.max_steps"][1] == "600"  # the default run's preset
@@ -279,18 +358,24 @@ def test_estimate_loss_matches_a_direct_computation(data_args):
     model = trainer.TransformerLM(300, 16, 16, 1, 2, 32, 10000.0)
     ctx, n = 16, (len(tokens) - 1) // 16
     x = torch.tensor(np.stack([tokens[i * ctx : i * ctx + ctx] for i in range(n)]).astype(np.int64))
-    y = torch.tensor(np.stack([tokens[i * ctx + 1 : i * ctx + ctx + 1] for i in range(n)]).astype(np.int64))
+    y = torch.tensor(
+        np.stack([tokens[i * ctx + 1 : i * ctx + ctx + 1] for i in range(n)]).astype(np.int64)
+    )
     with torch.no_grad():
         expected = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
-    got = estimate_loss(model, tokens, batch_size=7, context_length=ctx, num_batches=None, device="cpu")
+    got = estimate_loss(
+        model, tokens, batch_size=7, context_length=ctx, num_batches=None, device="cpu"
+    )
     assert got == pytest.approx(expected, rel=1e-5)
     assert model.training  # mode restored
 
 
 def test_plot_curves_skips_missing_values(tmp_path):
-    rows = [{"step": 0, "time_s": 0.0, "train_loss": None, "val_loss": 5.0},
-            {"step": 1, "time_s": 1.0, "train_loss": 4.0, "val_loss": None},
-            {"step": 2, "time_s": 2.0, "train_loss": float("nan"), "val_loss": 3.0}]
+    rows = [
+        {"step": 0, "time_s": 0.0, "train_loss": None, "val_loss": 5.0},
+        {"step": 1, "time_s": 1.0, "train_loss": 4.0, "val_loss": None},
+        {"step": 2, "time_s": 2.0, "train_loss": float("nan"), "val_loss": 3.0},
+    ]
     plot_curves({"a": rows, "b": rows[:1]}, tmp_path / "x.png", title="t")
     assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -318,6 +403,12 @@ def test_default_run_uses_tinystories_when_downloaded(tmp_path):
     for name in TINYSTORIES_FILES:
         (tmp_path / name).write_text("Once upon a time.\n<|endoftext|>\n")
     description, overrides = default_run(tmp_path)
-    assert "TinyStories" in description and overrides["data.train_text"] == str(tmp_path / TINYSTORIES_FILES[0])
+    assert "TinyStories" in description and overrides["data.train_text"] == str(
+        tmp_path / TINYSTORIES_FILES[0]
+    )
     cfg = load_config(ROOT / "configs/demo.toml", overrides)
-    assert not cfg.data.demo_corpus and cfg.data.max_text_bytes and str(tmp_path) in cfg.data.train_tokens
+    assert (
+        not cfg.data.demo_corpus
+        and cfg.data.max_text_bytes
+        and str(tmp_path) in cfg.data.train_tokens
+    )

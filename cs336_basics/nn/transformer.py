@@ -258,7 +258,9 @@ class TransformerLM(nn.Module):
         self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
         # One set of cos/sin tables for every layer (non-persistent: not in the state dict).
         rope = (
-            RotaryPositionalEmbedding(rope_theta, d_model // num_heads, context_length, device=device)
+            RotaryPositionalEmbedding(
+                rope_theta, d_model // num_heads, context_length, device=device
+            )
             if cfg.positions == "rope"
             else None
         )

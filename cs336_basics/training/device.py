@@ -11,7 +11,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise ValueError(f"training.device={name}, but this machine has no {name} device; use auto or cpu")
+        raise ValueError(
+            f"training.device={name}, but this machine has no {name} device; use auto or cpu"
+        )
     return torch.device(name)
 
 
@@ -20,7 +22,9 @@ def uses_bf16(device: torch.device, autocast: str = "auto") -> bool:
     return autocast == "bf16" or (autocast == "auto" and device.type == "cuda")
 
 
-def autocast_context(device: torch.device, autocast: str = "auto") -> contextlib.AbstractContextManager:
+def autocast_context(
+    device: torch.device, autocast: str = "auto"
+) -> contextlib.AbstractContextManager:
     """bf16 autocast when `uses_bf16`, else a no-op; parameters and optimizer state stay fp32."""
     if uses_bf16(device, autocast):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -31,7 +31,9 @@ def estimate_loss(
     model.eval()
     total, count = torch.zeros((), device=device), 0
     try:
-        for x, y in validation_batches(dataset, batch_size, context_length, num_batches, seed, device):
+        for x, y in validation_batches(
+            dataset, batch_size, context_length, num_batches, seed, device
+        ):
             with autocast_context(device, autocast):
                 logits = model(x)
             total += cross_entropy(logits, y) * y.numel()

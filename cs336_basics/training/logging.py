@@ -53,14 +53,19 @@ class MetricsLogger:
         self._file = open(self.path, "a")
 
     def log(self, row: dict) -> None:
-        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        row = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in row.items()
+        }
         self.rows.append(row)
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
         if self.console:
             tqdm.write(format_row(row))
         if self.wandb_run is not None:
-            self.wandb_run.log({k: v for k, v in row.items() if v is not None and k != "step"}, step=row["step"])
+            self.wandb_run.log(
+                {k: v for k, v in row.items() if v is not None and k != "step"}, step=row["step"]
+            )
 
     def close(self) -> None:
         self._file.close()
@@ -68,22 +73,33 @@ class MetricsLogger:
             self.wandb_run.finish()
 
 
-def start_wandb(project: str, mode: str, run_name: str, run_dir: Path, config: dict, resume: bool) -> Any:
+def start_wandb(
+    project: str, mode: str, run_name: str, run_dir: Path, config: dict, resume: bool
+) -> Any:
     """A W&B run (imported only when asked for). Offline mode needs no account or network;
     its files land in `run_dir/wandb` (upload later with `wandb sync`). A resumed run
     continues the W&B run whose id is kept in `run_dir/wandb_id`."""
     try:
         import wandb
     except ImportError as e:
-        raise RuntimeError("logging.wandb is on but the wandb package is not installed (uv add wandb)") from e
+        raise RuntimeError(
+            "logging.wandb is on but the wandb package is not installed (uv add wandb)"
+        ) from e
     os.environ.setdefault("WANDB_SILENT", "true")
     id_file = run_dir / "wandb_id"
     if not (resume and id_file.exists()):
         with atomic_write(id_file, "w") as f:
             f.write(secrets.token_hex(4))
     try:
-        return wandb.init(project=project, name=run_name, id=id_file.read_text().strip(), resume="allow",
-                          mode=mode, dir=str(run_dir), config=config)
+        return wandb.init(
+            project=project,
+            name=run_name,
+            id=id_file.read_text().strip(),
+            resume="allow",
+            mode=mode,
+            dir=str(run_dir),
+            config=config,
+        )
     except Exception as e:  # wandb raises many types (auth, network); all mean the same to the user
         raise RuntimeError(
             f"could not start Weights & Biases in {mode} mode: {e}. Use --logging.wandb_mode offline "

@@ -12,7 +12,9 @@ from cs336_basics.fileio import atomic_write  # noqa: E402
 
 
 def _points(rows: list[dict], x_key: str, y_key: str) -> tuple[list[float], list[float]]:
-    pts = [(r[x_key], r[y_key]) for r in rows if r.get(y_key) is not None and math.isfinite(r[y_key])]
+    pts = [
+        (r[x_key], r[y_key]) for r in rows if r.get(y_key) is not None and math.isfinite(r[y_key])
+    ]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 

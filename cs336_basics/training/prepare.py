@@ -14,8 +14,13 @@ from cs336_basics.config import DataConfig
 from cs336_basics.demo_corpus import write_corpus
 from cs336_basics.fileio import atomic_write
 
-TINYSTORIES_FILES = ("TinyStoriesV2-GPT4-train.txt", "TinyStoriesV2-GPT4-valid.txt")  # as downloaded
-DEMO_VAL_FRACTION = 0.05  # the generated validation text is this fraction of the training text's size
+TINYSTORIES_FILES = (
+    "TinyStoriesV2-GPT4-train.txt",
+    "TinyStoriesV2-GPT4-valid.txt",
+)  # as downloaded
+DEMO_VAL_FRACTION = (
+    0.05  # the generated validation text is this fraction of the training text's size
+)
 
 
 def tokenizer_files(tokenizer_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -32,13 +37,20 @@ def slice_text(src: Path, dest: Path, max_bytes: int, special_tokens: list[str])
         return dest
     with open(src, "rb") as f:
         head = f.read(max_bytes)
-    cut = max((head.rfind(t.encode()) + len(t.encode()) for t in special_tokens if t.encode() in head), default=-1)
+    cut = max(
+        (head.rfind(t.encode()) + len(t.encode()) for t in special_tokens if t.encode() in head),
+        default=-1,
+    )
     if cut <= 0:
         cut = head.rfind(b"\n") + 1
     if cut <= 0:
-        raise ValueError(f"{src}: no document or line ends in the first {max_bytes} bytes; raise data.max_text_bytes")
+        raise ValueError(
+            f"{src}: no document or line ends in the first {max_bytes} bytes; raise data.max_text_bytes"
+        )
     with atomic_write(dest, "wb") as f:
-        f.write(head[: cut + (head[cut : cut + 1] == b"\n")])  # keep the newline after the separator
+        f.write(
+            head[: cut + (head[cut : cut + 1] == b"\n")]
+        )  # keep the newline after the separator
     return dest
 
 
@@ -66,10 +78,15 @@ def default_run(data_dir: str | os.PathLike = "data") -> tuple[str, dict[str, ob
         return "the built-in corpus of generated children's stories (no download needed)", {}
     out = Path(data_dir) / "tinystories_demo"
     return f"a 10 MB slice of TinyStories ({train})", {
-        "data.demo_corpus": False, "data.train_text": str(train), "data.val_text": str(valid),
-        "data.max_text_bytes": 10_000_000, "data.max_val_text_bytes": 1_000_000,
-        "data.tokenizer_dir": str(out / "tokenizer"), "data.train_tokens": str(out / "train.npy"),
-        "data.val_tokens": str(out / "valid.npy"), "training.run_name": "demo_tinystories",
+        "data.demo_corpus": False,
+        "data.train_text": str(train),
+        "data.val_text": str(valid),
+        "data.max_text_bytes": 10_000_000,
+        "data.max_val_text_bytes": 1_000_000,
+        "data.tokenizer_dir": str(out / "tokenizer"),
+        "data.train_tokens": str(out / "train.npy"),
+        "data.val_tokens": str(out / "valid.npy"),
+        "training.run_name": "demo_tinystories",
     }
 
 
@@ -88,10 +105,15 @@ def prepare_data(data: DataConfig, vocab_size: int, progress: bool = True) -> No
         return
     for what, p in missing.items():
         if p.suffix != ".npy":
-            raise ValueError(f"data.{what}_tokens = {p} does not exist, and only .npy token files can be built; "
-                             "give it a .npy name or point it at an existing file")
+            raise ValueError(
+                f"data.{what}_tokens = {p} does not exist, and only .npy token files can be built; "
+                "give it a .npy name or point it at an existing file"
+            )
     if data.demo_corpus:
-        sizes = {"train": data.demo_corpus_bytes, "val": int(data.demo_corpus_bytes * DEMO_VAL_FRACTION)}
+        sizes = {
+            "train": data.demo_corpus_bytes,
+            "val": int(data.demo_corpus_bytes * DEMO_VAL_FRACTION),
+        }
         for seed, (what, text) in enumerate((("train", data.train_text), ("val", data.val_text))):
             if not Path(text).exists():
                 say(f"writing {sizes[what] / 1e6:.1f} MB of generated children's stories to {text}")
@@ -109,10 +131,14 @@ def prepare_data(data: DataConfig, vocab_size: int, progress: bool = True) -> No
         texts[what] = text
 
     if need_tokenizer:
-        say(f"training a {vocab_size:,}-token BPE tokenizer on {texts['train']} "
-            f"({texts['train'].stat().st_size / 1e6:.1f} MB) ...")
+        say(
+            f"training a {vocab_size:,}-token BPE tokenizer on {texts['train']} "
+            f"({texts['train'].stat().st_size / 1e6:.1f} MB) ..."
+        )
         start = time.perf_counter()
-        vocab, merges = train_bpe(texts["train"], vocab_size, data.special_tokens, progress=progress)
+        vocab, merges = train_bpe(
+            texts["train"], vocab_size, data.special_tokens, progress=progress
+        )
         Tokenizer(vocab, merges, data.special_tokens).save(vocab_path, merges_path)
         say(f"  done in {time.perf_counter() - start:.1f}s -> {data.tokenizer_dir}")
     # The helper processes load the tokenizer while this one does; they encode both files.
@@ -121,4 +147,6 @@ def prepare_data(data: DataConfig, vocab_size: int, progress: bool = True) -> No
         for what, tokens_path in missing.items():
             say(f"tokenizing {texts[what]} -> {tokens_path} ...")
             stats = encoder.encode_file(texts[what], tokens_path, progress=progress)
-            say(f"  {stats.num_tokens:,} tokens ({stats.bytes_per_token:.2f} bytes/token) in {stats.seconds:.1f}s")
+            say(
+                f"  {stats.num_tokens:,} tokens ({stats.bytes_per_token:.2f} bytes/token) in {stats.seconds:.1f}s"
+            )

@@ -70,7 +70,11 @@ def _prune_checkpoints(run_dir: Path, keep_last: int) -> None:
 
 
 def _model_mismatch(saved: dict, wanted: dict) -> list[str]:
-    return [f"model.{k}: checkpoint {saved.get(k)!r}, config {v!r}" for k, v in wanted.items() if saved.get(k) != v]
+    return [
+        f"model.{k}: checkpoint {saved.get(k)!r}, config {v!r}"
+        for k, v in wanted.items()
+        if saved.get(k) != v
+    ]
 
 
 # ---------------------------------------------------------------- signals
@@ -89,7 +93,9 @@ def _stop_on_signals():
         if flag.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         flag.set()
-        tqdm.write(f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step ...")
+        tqdm.write(
+            f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step ..."
+        )
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -124,10 +130,14 @@ def _prepare_run_dir(cfg: TrainConfig) -> Path:
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OSError(f"cannot create the run folder {run_dir}: {e.strerror or e}. "
-                      "Choose a writable --training.out_dir.") from e
+        raise OSError(
+            f"cannot create the run folder {run_dir}: {e.strerror or e}. "
+            "Choose a writable --training.out_dir."
+        ) from e
     if not os.access(run_dir / "checkpoints", os.W_OK):
-        raise OSError(f"the run folder {run_dir} is not writable; choose another --training.out_dir")
+        raise OSError(
+            f"the run folder {run_dir} is not writable; choose another --training.out_dir"
+        )
     earlier = list_checkpoints(run_dir) or (run_dir / "metrics.jsonl").exists()
     if earlier and not cfg.training.resume:
         if not cfg.training.overwrite:
@@ -148,23 +158,31 @@ def _load_split(path: str, dtype: str, vocab_size: int) -> np.ndarray:
     return tokens
 
 
-def _resume(run_dir: Path, cfg: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple:
+def _resume(
+    run_dir: Path, cfg: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple:
     """Restore the newest checkpoint; return (step, elapsed_s, best_val_loss, metric rows up to step)."""
     newest = list_checkpoints(run_dir)[-1]
     ckpt = read_checkpoint(newest)
     extra = ckpt["extra"]
-    mismatch = _model_mismatch(extra.get("config", {}).get("model", {}), config_to_dict(cfg)["model"])
+    mismatch = _model_mismatch(
+        extra.get("config", {}).get("model", {}), config_to_dict(cfg)["model"]
+    )
     if mismatch:
-        raise ValueError(f"cannot resume from {newest}: it holds a different model shape\n  " + "\n  ".join(mismatch)
-                         + "\nUse the run's own config.toml, or start a new run.")
+        raise ValueError(
+            f"cannot resume from {newest}: it holds a different model shape\n  "
+            + "\n  ".join(mismatch)
+            + "\nUse the run's own config.toml, or start a new run."
+        )
     step = load_checkpoint(ckpt, model, optimizer)
     torch.set_rng_state(extra["torch_rng"])
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["step"] <= step]
     return step, extra["elapsed_s"], extra["best_val_loss"], rows
 
 
-def _train_step(forward, optimizer, params, data, cfg: TrainConfig, step: int, lr: float,
-                device: torch.device) -> tuple[float, float]:
+def _train_step(
+    forward, optimizer, params, data, cfg: TrainConfig, step: int, lr: float, device: torch.device
+) -> tuple[float, float]:
     """Forward/backward over `grad_accum_steps` micro-batches, clip, and (when finite) update.
 
     The batches come from `np.random.default_rng([seed, step])`, a pure function of the step.
@@ -227,8 +245,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         f.write(to_toml(saved_cfg))
     wandb_run = None
     if cfg.logging.wandb:
-        wandb_run = start_wandb(cfg.logging.wandb_project, cfg.logging.wandb_mode, t.run_name, run_dir,
-                                config_to_dict(cfg), resume=start_step > 0)
+        wandb_run = start_wandb(
+            cfg.logging.wandb_project,
+            cfg.logging.wandb_mode,
+            t.run_name,
+            run_dir,
+            config_to_dict(cfg),
+            resume=start_step > 0,
+        )
     logger = MetricsLogger(run_dir, kept_rows, console=progress, wandb_run=wandb_run)
     forward = torch.compile(model) if t.compile else model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -239,41 +263,89 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         return elapsed_before + time.perf_counter() - start_time
 
     def evaluate() -> float:
-        return estimate_loss(forward, val_data, t.batch_size, cfg.model.context_length, t.eval_batches,
-                             device, seed=t.seed, autocast=t.autocast)
+        return estimate_loss(
+            forward,
+            val_data,
+            t.batch_size,
+            cfg.model.context_length,
+            t.eval_batches,
+            device,
+            seed=t.seed,
+            autocast=t.autocast,
+        )
 
     def checkpoint(step: int) -> None:
-        extra = {"config": config_to_dict(saved_cfg), "elapsed_s": elapsed(), "best_val_loss": best_val,
-                 "torch_rng": torch.get_rng_state()}
+        extra = {
+            "config": config_to_dict(saved_cfg),
+            "elapsed_s": elapsed(),
+            "best_val_loss": best_val,
+            "torch_rng": torch.get_rng_state(),
+        }
         save_checkpoint(model, optimizer, step, checkpoint_path(run_dir, step), extra=extra)
         _prune_checkpoints(run_dir, t.keep_last)
 
-    say(f"training {run_dir.name}: {sum(p.numel() for p in params):,} parameters on {device}, "
-        f"{total_steps:,} steps x {tokens_per_step:,} tokens")
+    say(
+        f"training {run_dir.name}: {sum(p.numel() for p in params):,} parameters on {device}, "
+        f"{total_steps:,} steps x {tokens_per_step:,} tokens"
+    )
     if start_step == 0:
         val = evaluate()
         best_val = val
-        logger.log({"step": 0, "tokens": 0, "time_s": elapsed(), "lr": None, "train_loss": None,
-                    "val_loss": val, "val_perplexity": perplexity(val), "grad_norm": None, "tokens_per_s": None})
+        logger.log(
+            {
+                "step": 0,
+                "tokens": 0,
+                "time_s": elapsed(),
+                "lr": None,
+                "train_loss": None,
+                "val_loss": val,
+                "val_perplexity": perplexity(val),
+                "grad_norm": None,
+                "tokens_per_s": None,
+            }
+        )
 
     diverged = interrupted = out_of_time = False
     step, last_saved = start_step, start_step
     window_tokens, window_time = 0, 0.0  # training throughput since the last logged row
-    bar = tqdm(total=total_steps, initial=start_step, unit="step", desc=t.run_name, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=start_step,
+        unit="step",
+        desc=t.run_name,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         with _stop_on_signals() as stop_requested:
             while step < total_steps:
                 tick = time.perf_counter()
                 lr = _lr_at(cfg, step + 1, total_steps)
-                train_loss, grad_norm = _train_step(forward, optimizer, params, train_data, cfg, step + 1, lr, device)
+                train_loss, grad_norm = _train_step(
+                    forward, optimizer, params, train_data, cfg, step + 1, lr, device
+                )
                 if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
                     diverged = True
-                    logger.log({"step": step + 1, "tokens": (step + 1) * tokens_per_step, "time_s": elapsed(),
-                                "lr": lr, "train_loss": train_loss, "val_loss": None, "grad_norm": grad_norm})
-                    kept = f"the last good checkpoint (step {last_saved}) is kept" if last_saved else "no checkpoint was saved"
-                    say(f"step {step + 1}: the loss is {train_loss} (gradient norm {grad_norm}); the run has "
-                        f"diverged and stops here ({kept}). Lower optim.lr or raise schedule.warmup_iters.")
+                    logger.log(
+                        {
+                            "step": step + 1,
+                            "tokens": (step + 1) * tokens_per_step,
+                            "time_s": elapsed(),
+                            "lr": lr,
+                            "train_loss": train_loss,
+                            "val_loss": None,
+                            "grad_norm": grad_norm,
+                        }
+                    )
+                    kept = (
+                        f"the last good checkpoint (step {last_saved}) is kept"
+                        if last_saved
+                        else "no checkpoint was saved"
+                    )
+                    say(
+                        f"step {step + 1}: the loss is {train_loss} (gradient norm {grad_norm}); the run has "
+                        f"diverged and stops here ({kept}). Lower optim.lr or raise schedule.warmup_iters."
+                    )
                     break
                 step += 1
                 bar.update()
@@ -284,9 +356,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
                 last = step == total_steps or out_of_time or stop_requested.is_set()
                 row = None
                 if step % t.log_interval == 0 or step % t.eval_interval == 0 or last:
-                    row = {"step": step, "tokens": step * tokens_per_step, "time_s": elapsed(), "lr": lr,
-                           "train_loss": train_loss, "val_loss": None, "val_perplexity": None,
-                           "grad_norm": grad_norm, "tokens_per_s": window_tokens / max(window_time, 1e-9)}
+                    row = {
+                        "step": step,
+                        "tokens": step * tokens_per_step,
+                        "time_s": elapsed(),
+                        "lr": lr,
+                        "train_loss": train_loss,
+                        "val_loss": None,
+                        "val_perplexity": None,
+                        "grad_norm": grad_norm,
+                        "tokens_per_s": window_tokens / max(window_time, 1e-9),
+                    }
                     window_tokens, window_time = 0, 0.0
                 if step % t.eval_interval == 0 or (last and not stop_requested.is_set()):
                     row["val_loss"] = val = evaluate()
@@ -294,7 +374,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
                     best_val = val if best_val is None else min(best_val, val)
                 if row is not None:
                     logger.log(row)
-                    bar.set_postfix(loss=f"{train_loss:.3f}", best_val=f"{best_val:.3f}", lr=f"{lr:.1e}")
+                    bar.set_postfix(
+                        loss=f"{train_loss:.3f}", best_val=f"{best_val:.3f}", lr=f"{lr:.1e}"
+                    )
                 if step % t.checkpoint_interval == 0 or last:
                     checkpoint(step)
                     last_saved = step
@@ -303,19 +385,29 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
                     say(f"stopped at step {step}; checkpoint saved. Continue with --resume.")
                     break
                 if out_of_time:
-                    say(f"time budget of {t.time_budget_s:g}s spent at step {step}; stopping (checkpoint saved).")
+                    say(
+                        f"time budget of {t.time_budget_s:g}s spent at step {step}; stopping (checkpoint saved)."
+                    )
                     break
     finally:
         bar.close()
         logger.close()
         if logger.rows:
-            plot_curves({t.run_name: logger.rows}, run_dir / "loss_curve.png", title=f"{t.run_name}: loss")
+            plot_curves(
+                {t.run_name: logger.rows}, run_dir / "loss_curve.png", title=f"{t.run_name}: loss"
+            )
 
     val_losses = [r["val_loss"] for r in logger.rows if r.get("val_loss") is not None]
     return TrainResult(
-        run_dir=run_dir, steps=step, tokens_seen=step * tokens_per_step, seconds=elapsed(),
-        final_val_loss=val_losses[-1] if val_losses else None, best_val_loss=best_val, diverged=diverged,
-        metrics=logger.rows, interrupted=interrupted,
+        run_dir=run_dir,
+        steps=step,
+        tokens_seen=step * tokens_per_step,
+        seconds=elapsed(),
+        final_val_loss=val_losses[-1] if val_losses else None,
+        best_val_loss=best_val,
+        diverged=diverged,
+        metrics=logger.rows,
+        interrupted=interrupted,
     )
 
 
@@ -328,12 +420,16 @@ def load_trained_model(
     if path.is_dir():
         found = list_checkpoints(path) or sorted(path.glob("step_*.pt"))
         if not found:
-            raise FileNotFoundError(f"no checkpoint (checkpoints/step_*.pt) in {path}; train a model first")
+            raise FileNotFoundError(
+                f"no checkpoint (checkpoints/step_*.pt) in {path}; train a model first"
+            )
         path = found[-1]
     ckpt = read_checkpoint(path)
     if "config" not in ckpt["extra"]:
-        raise ValueError(f"{path} holds no training config (not written by train()); build the model yourself "
-                         "and use cs336_basics.load_checkpoint")
+        raise ValueError(
+            f"{path} holds no training config (not written by train()); build the model yourself "
+            "and use cs336_basics.load_checkpoint"
+        )
     cfg = config_from_dict(ckpt["extra"]["config"])
     device = resolve_device("auto") if device is None else torch.device(device)
     model = TransformerLM.from_config(cfg.model, device=device)
