@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from cs336_basics.optim import _CPU_BATCH, SGD, AdamW, get_lr_cosine_schedule
+from cs336_basics.optim import SGD, AdamW, get_lr_cosine_schedule
+from cs336_basics.optim.adamw import _CPU_BATCH
 
 from .adapters import get_adamw_cls, run_get_lr_cosine_schedule
 

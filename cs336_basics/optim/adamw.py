@@ -1,10 +1,10 @@
-"""Optimizers, the learning-rate schedule and gradient clipping, on core tensor ops.
+"""AdamW with decoupled weight decay, as `torch._foreach_*` calls over lists of tensors.
 
-`AdamW` runs each arithmetic step as one `torch._foreach_*` call over a list of tensors instead
-of a Python loop over parameters. On GPUs the list is the whole group (fused multi-tensor
-kernels); on CPUs, where foreach ops run tensor after tensor anyway, it is a cache-sized slice
-of the group, so all the steps of the update reuse data while it is in cache. See
-bench/bench_adamw.py for the figures against a per-parameter loop and torch.optim.AdamW.
+Each arithmetic step of the update is one foreach call instead of a Python loop over
+parameters. On GPUs the list is the whole group (fused multi-tensor kernels); on CPUs, where
+foreach ops run tensor after tensor anyway, it is a cache-sized slice of the group, so all the
+steps of the update reuse data while it is in cache. See bench/bench_adamw.py for the figures
+against a per-parameter loop and torch.optim.AdamW.
 """
 
 import math
@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
+from cs336_basics.optim._checks import check_non_negative
+
 # Elements per CPU batch: 2 MiB of float32 per tensor, five tensors live (10 MiB), within the
 # last-level cache of common CPUs. Smaller batches pay more per-call and per-thread-fork overhead,
 # larger ones spill to DRAM between the steps of the update.
@@ -20,39 +22,6 @@ _CPU_BATCH = 1 << 19
 
 # One parameter's update: (param, grad, exp_avg, exp_avg_sq, step_size, eps).
 _Row = tuple[Tensor, Tensor, Tensor, Tensor, float, float]
-
-
-def _check_non_negative(**values: float) -> None:
-    for name, value in values.items():
-        if not value >= 0:  # also rejects NaN
-            raise ValueError(f"{name} must be >= 0, got {value}")
-
-
-class SGD(torch.optim.Optimizer):
-    """The handout's SGD with a decaying step: `p -= lr / sqrt(t + 1) * grad`, t = 0, 1, 2, ...
-
-    `t` counts the updates a parameter has received and lives in `self.state[p]["t"]`.
-    """
-
-    def __init__(self, params: Iterable, lr: float = 1e-3):
-        _check_non_negative(lr=lr)
-        super().__init__(params, {"lr": lr})
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                t = state.get("t", 0)
-                p.add_(p.grad, alpha=-group["lr"] / math.sqrt(t + 1))
-                state["t"] = t + 1
-        return loss
 
 
 class AdamW(torch.optim.Optimizer):
@@ -82,7 +51,7 @@ class AdamW(torch.optim.Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.01,
     ):
-        _check_non_negative(lr=lr, eps=eps, weight_decay=weight_decay)
+        check_non_negative(lr=lr, eps=eps, weight_decay=weight_decay)
         for i, beta in enumerate(betas):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"betas[{i}] must be in [0, 1), got {beta}")
@@ -152,59 +121,3 @@ def _cache_sized_batches(rows: list[_Row]) -> Iterator[list[_Row]]:
                 batch, size = [], 0
     if batch:
         yield batch
-
-
-def get_lr_cosine_schedule(
-    it: int,
-    max_learning_rate: float,
-    min_learning_rate: float,
-    warmup_iters: int,
-    cosine_cycle_iters: int,
-) -> float:
-    """Learning rate at iteration `it`: linear warmup, cosine annealing, then constant.
-
-    it < warmup:          it / warmup * max_learning_rate
-    warmup <= it < cycle: min + (1 + cos(pi * (it - warmup) / (cycle - warmup))) / 2 * (max - min)
-    it >= cycle:          min_learning_rate (where the cosine ends)
-    (warmup = warmup_iters, cycle = cosine_cycle_iters, min/max = the learning rates.)
-    With warmup_iters == cosine_cycle_iters the cosine phase is empty: min from there on.
-    """
-    if it < 0 or warmup_iters < 0 or cosine_cycle_iters < warmup_iters:
-        raise ValueError(
-            "need 0 <= it and 0 <= warmup_iters <= cosine_cycle_iters, got "
-            f"it={it}, warmup_iters={warmup_iters}, cosine_cycle_iters={cosine_cycle_iters}"
-        )
-    if it < warmup_iters:
-        return it / warmup_iters * max_learning_rate
-    if it >= cosine_cycle_iters:
-        return min_learning_rate
-    progress = (it - warmup_iters) / (cosine_cycle_iters - warmup_iters)
-    return min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (
-        max_learning_rate - min_learning_rate
-    )
-
-
-@torch.no_grad()
-def clip_gradients(
-    parameters: Iterable[torch.nn.Parameter], max_l2_norm: float, eps: float = 1e-6
-) -> Tensor:
-    """Scale all gradients together so that their global L2 norm is at most `max_l2_norm`.
-
-    The norm is taken over every gradient as one vector; when it exceeds `max_l2_norm`, each
-    gradient is multiplied in place by max_l2_norm / (norm + eps). Parameters without a
-    gradient are skipped. Returns the norm before clipping (a 0-dim float32 tensor on the
-    gradients' device, for logging; no host sync happens here). A non-finite norm is returned
-    as is, so the caller can stop on it.
-    """
-    _check_non_negative(max_l2_norm=max_l2_norm)
-    if isinstance(parameters, Tensor):
-        parameters = [parameters]
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.tensor(0.0)
-    norms = torch._foreach_norm(grads, dtype=torch.float32)
-    total = torch.linalg.vector_norm(torch.stack([n.to(grads[0].device) for n in norms]))
-    # Multiply by 1 below the limit rather than branching on the value: no GPU->CPU sync.
-    scale = torch.where(total > max_l2_norm, max_l2_norm / (total + eps), 1.0)
-    torch._foreach_mul_(grads, scale)
-    return total
