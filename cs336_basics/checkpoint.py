@@ -29,6 +29,10 @@ _SAFE_LEAVES = (type(None), bool, int, float, str, bytes, torch.Tensor, torch.dt
 _MAX_LISTED = 10
 
 
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that exists but cannot be read back."""
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)
 
@@ -87,9 +91,13 @@ def read_checkpoint(src: Source) -> dict:
         raise FileNotFoundError(f"checkpoint {name} does not exist")
     try:
         checkpoint = torch.load(src, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        raise ValueError(
-            f"{name} is not a readable checkpoint (truncated or not written by torch.save?): {e}"
+    except PermissionError as e:
+        raise PermissionError(f"cannot read checkpoint {name}: {e.strerror}") from e
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        # A file cut short (a full disk, a copy that stopped) fails in any of these ways,
+        # some of them (OSError EINVAL from a seek) naming neither the file nor the cause.
+        raise CorruptCheckpointError(
+            f"checkpoint {name} is truncated or corrupt (or was not written by torch.save): {e}"
         ) from e
     if not isinstance(checkpoint, dict) or not {"model", "iteration"} <= checkpoint.keys():
         raise ValueError(

@@ -31,15 +31,18 @@ def _opt(default: Any, help: str) -> Any:
 class DataConfig:
     """Where the token arrays come from, and how to build them when they are missing."""
 
-    train_tokens: str = _opt(
-        "data/demo/train.npy", "training token ids: .npy, or a raw .bin (set token_dtype)"
+    train_tokens: str | None = _opt(
+        None,
+        "training token ids: .npy, or a raw .bin (set token_dtype); built from train_text if missing",
     )
-    val_tokens: str = _opt("data/demo/valid.npy", "validation token ids, same format")
+    val_tokens: str | None = _opt(
+        None, "validation token ids, same format; built from val_text if missing"
+    )
     token_dtype: Literal["auto", "uint16", "uint32", "int32", "int64"] = _opt(
         "auto", "dtype of a raw .bin token file (.npy files carry their own)"
     )
-    tokenizer_dir: str = _opt(
-        "data/demo/tokenizer", "folder with vocab.json + merges.txt (trained here if missing)"
+    tokenizer_dir: str | None = _opt(
+        None, "folder with vocab.json + merges.txt (trained on train_text if missing)"
     )
     special_tokens: list[str] = _opt(
         ["<|endoftext|>"], "special tokens of the tokenizer, comma-separated"
@@ -85,7 +88,9 @@ class TrainingConfig:
     total_tokens: int | None = _opt(
         None, "training tokens = steps x batch_size x grad_accum_steps x context_length"
     )
-    batch_size: int = _opt(32, "sequences per micro-batch")
+    batch_size: int = _opt(
+        32, "sequences per micro-batch, over all ranks (each of N ranks takes batch_size / N)"
+    )
     grad_accum_steps: int = _opt(1, "micro-batches per optimizer step")
     device: Literal["auto", "cpu", "cuda", "mps"] = _opt("auto", "auto picks cuda > mps > cpu")
     autocast: Literal["auto", "bf16", "none"] = _opt(
@@ -113,6 +118,11 @@ class TrainingConfig:
     )
     time_budget_s: float | None = _opt(
         None, "stop, with a checkpoint, after this much training time (seconds)"
+    )
+    parallel: Literal["ddp", "fsdp"] = _opt(
+        "ddp",
+        "with several ranks (torchrun): ddp keeps a whole model per rank and averages "
+        "gradients; fsdp (FSDP2) shards parameters, gradients and optimizer state",
     )
 
 
@@ -245,15 +255,19 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"{key}: unsupported config type {tp}")
 
 
-def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+def _check_keys(name: str, values: Mapping[str, Any]) -> None:
+    names = [f.name for f in dataclasses.fields(SECTIONS[name])]
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ValueError(
             f"unknown config key {', '.join(f'{name}.{k}' for k in unknown)}; "
             f"the [{name}] section has: {', '.join(names)}"
         )
+
+
+def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    _check_keys(name, values)
     kwargs = {k: _convert(f"{name}.{k}", v, hints[k]) for k, v in values.items()}
     try:
         return cls(**kwargs)
@@ -359,6 +373,10 @@ def read_preset(path: str | Path) -> dict[str, dict[str, Any]]:
             )
         if not isinstance(values, dict):
             raise ValueError(f"{path}: {section} must be a [table]")
+        try:
+            _check_keys(section, values)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     return doc
 
 
@@ -393,10 +411,44 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
     }
 
 
+def _flatten(d: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    return {f"{section}.{k}": v for section, values in d.items() for k, v in values.items()}
+
+
 def config_from_dict(d: Mapping[str, Mapping[str, Any]]) -> TrainConfig:
     """Inverse of `config_to_dict` (used for configs stored in checkpoints)."""
-    flat = {f"{s}.{k}": v for s, values in d.items() for k, v in values.items() if v is not None}
-    return load_config(None, flat)
+    return load_config(None, {k: v for k, v in _flatten(d).items() if v is not None})
+
+
+def with_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    """A new, validated config: `cfg` with dotted-key `overrides` (`{"optim.lr": 1e-3}`)."""
+    return load_config(None, {**_flatten(config_to_dict(cfg)), **overrides})
+
+
+def short_run_overrides(
+    cfg: TrainConfig, steps: int, batch_size: int | None = None
+) -> dict[str, Any]:
+    """Make `cfg` a `steps`-step run whose schedule, evaluations and logs fit that length:
+    warmup at most 10% of it, about 10 validation points, a checkpoint only at the end.
+
+    With `batch_size`, the run also changes its batch size; the warmup then keeps its token
+    count, and the validation sample (batch size x batches) stays the same windows."""
+    t = cfg.training
+    scale = 1 if batch_size is None else t.batch_size / batch_size
+    overrides = {
+        "training.max_steps": steps,
+        "training.total_tokens": None,
+        "training.eval_interval": max(1, steps // 10),
+        "training.log_interval": max(1, steps // 50),
+        "training.checkpoint_interval": steps,
+        "training.keep_last": 1,
+        "schedule.warmup_iters": min(int(cfg.schedule.warmup_iters * scale), steps // 10),
+        "schedule.cosine_cycle_iters": None,
+    }
+    if batch_size is not None:
+        overrides["training.batch_size"] = batch_size
+        overrides["training.eval_batches"] = max(1, int(t.eval_batches * scale))
+    return overrides
 
 
 def to_toml(cfg: TrainConfig) -> str:

@@ -33,7 +33,7 @@ def _check_window_args(dataset: npt.ArrayLike, batch_size: int, context_length: 
         )
 
 
-def _windows(
+def windows(
     dataset: npt.ArrayLike,
     starts: npt.NDArray[np.int64],
     context_length: int,
@@ -47,6 +47,20 @@ def _windows(
         window = window.pin_memory()  # lets the copy below overlap with the GPU's work
     window = window.to(device, non_blocking=True)
     return window[:, :-1].contiguous(), window[:, 1:].contiguous()
+
+
+def sample_starts(
+    dataset: npt.ArrayLike, batch_size: int, context_length: int, generator: Generator = None
+) -> npt.NDArray[np.int64]:
+    """`batch_size` window starts drawn uniformly from 0 .. len(dataset) - context_length - 1.
+
+    `generator` (numpy or torch) makes the draw reproducible; None uses torch's global RNG.
+    """
+    _check_window_args(dataset, batch_size, context_length)
+    num_starts = len(dataset) - context_length
+    if isinstance(generator, np.random.Generator):
+        return generator.integers(0, num_starts, size=batch_size, dtype=np.int64)
+    return torch.randint(num_starts, (batch_size,), generator=generator).numpy()
 
 
 def get_batch(
@@ -64,13 +78,8 @@ def get_batch(
     `generator` (numpy or torch) makes the draw reproducible; None uses torch's global RNG
     (seeded by `torch.manual_seed`). An unusable `device` raises torch's own error.
     """
-    _check_window_args(dataset, batch_size, context_length)
-    num_starts = len(dataset) - context_length
-    if isinstance(generator, np.random.Generator):
-        starts = generator.integers(0, num_starts, size=batch_size, dtype=np.int64)
-    else:
-        starts = torch.randint(num_starts, (batch_size,), generator=generator).numpy()
-    return _windows(dataset, starts, context_length, device)
+    starts = sample_starts(dataset, batch_size, context_length, generator)
+    return windows(dataset, starts, context_length, device)
 
 
 def validation_batches(
@@ -100,7 +109,7 @@ def validation_batches(
         )
         starts = starts[np.sort(chosen)]
     for i in range(0, len(starts), batch_size):
-        yield _windows(dataset, starts[i : i + batch_size], context_length, device)
+        yield windows(dataset, starts[i : i + batch_size], context_length, device)
 
 
 def load_tokens(path: str | os.PathLike, dtype: npt.DTypeLike | None = None) -> np.ndarray:

@@ -11,6 +11,7 @@ scaling for Adam-style optimizers), instead of a sweep per size, which would mul
 
 import math
 
+from cs336_basics.config import short_run_overrides
 from cs336_basics.training.sweep import (
     base_config,
     parse_sweep_args,
@@ -49,16 +50,8 @@ def main() -> None:
         steps = max(
             1, base_tokens // (b * base.model.context_length * base.training.grad_accum_steps)
         )
-        runs[f"batch={b}"] = {
-            "training.batch_size": b,
-            "training.max_steps": steps,
-            "training.eval_interval": max(1, steps // 10),
-            "training.log_interval": max(1, steps // 50),
-            "training.checkpoint_interval": steps,
-            # batch * eval_batches fixed: every size is validated on the same windows
-            "training.eval_batches": max(1, base.training.eval_batches * base_batch // b),
-            "schedule.warmup_iters": min(base.schedule.warmup_iters * base_batch // b, steps // 10),
-        }
+        # Same tokens per run; batch x eval_batches fixed, so every size sees the same windows.
+        runs[f"batch={b}"] = short_run_overrides(base, steps, batch_size=b)
         if args.retune_lr:
             scale = math.sqrt(b / base_batch)
             runs[f"batch={b}"] |= {

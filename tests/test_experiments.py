@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cs336_basics.config import load_config
+from cs336_basics.config import load_config, short_run_overrides, with_overrides
 from cs336_basics.tokenizer_stats import (
     compression_ratio,
     measure_throughput,
@@ -16,7 +16,7 @@ from cs336_basics.tokenizer_stats import (
     split_documents,
 )
 from cs336_basics.training import sweep
-from cs336_basics.training.sweep import RunOutcome, apply_overrides, run_sweep, short_run_overrides
+from cs336_basics.training.sweep import RunOutcome, run_sweep
 from cs336_basics.training.trainer import TrainResult
 
 SCRIPTS = [
@@ -111,7 +111,7 @@ def test_budget_sets_steps_from_probe_throughput(tiny_config, tmp_path, monkeypa
     def fake_train(cfg, progress=True):  # the probe: warm-up step slow, then 1000 tokens/s
         probes.append(cfg)
         rows = [{"step": i, "tokens_per_s": 10.0 if i == 1 else 1000.0} for i in range(1, 11)]
-        return TrainResult(cfg.run_dir, 10, 0, 1.0, 3.0, 3.0, False, rows)
+        return TrainResult(cfg.run_dir, 10, 0, 1.0, 3.0, 3.0, 3.0, metrics=rows)
 
     monkeypatch.setattr(sweep, "train", fake_train)
     # 0.8 * 600 s / 3 runs * 1000 tok/s / (8 x 16 tokens per step) = 1250 steps
@@ -145,17 +145,21 @@ def test_bad_override_fails_before_any_run(tiny_config, tmp_path, monkeypatch):
 
 
 def test_loss_that_rises_counts_as_diverged(tmp_path):
-    rows = [{"step": 0, "val_loss": 3.0}, {"step": 10, "val_loss": 5.0}]
-    result = TrainResult(tmp_path, 10, 100, 1.0, 5.0, 3.0, False, rows)
+    rows = [
+        {"step": 0, "tokens": 0, "time_s": 0.0, "val_loss": 3.0},
+        {"step": 10, "tokens": 100, "time_s": 1.0, "val_loss": 5.0},
+    ]
+    result = TrainResult.from_rows(tmp_path, rows)
+    assert (result.initial_val_loss, result.final_val_loss, result.best_val_loss) == (3.0, 5.0, 3.0)
     assert RunOutcome("x", {}, result).status == "loss rose"
     assert "yes (loss rose)" in sweep.summary_table([RunOutcome("x", {}, result)])
 
 
 def test_overrides_and_short_runs(tiny_config):
-    cfg = apply_overrides(tiny_config, {"model.norm": "none", "optim.lr": 3e-3})
+    cfg = with_overrides(tiny_config, {"model.norm": "none", "optim.lr": 3e-3})
     assert (cfg.model.norm, cfg.optim.lr, cfg.model.d_model) == ("none", 3e-3, 16)
     assert tiny_config.model.norm == "pre"  # the base is untouched
-    short = apply_overrides(tiny_config, short_run_overrides(tiny_config, 50))
+    short = with_overrides(tiny_config, short_run_overrides(tiny_config, 50))
     assert (short.total_steps, short.training.eval_interval, short.schedule.warmup_iters) == (
         50,
         5,

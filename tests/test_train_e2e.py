@@ -2,7 +2,6 @@
 checkpoints, interruption and resume, generation, and the errors promised for bad inputs."""
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -21,6 +20,7 @@ from cs336_basics.checkpoint import read_checkpoint
 from cs336_basics.config import SECTIONS, load_config
 from cs336_basics.demo_corpus import END_OF_TEXT, generate_corpus
 from cs336_basics.tokenizer.tokenizer import Tokenizer
+from cs336_basics.training import run as train_script
 from cs336_basics.training.evaluation import estimate_loss
 from cs336_basics.training.plots import plot_curves
 from cs336_basics.training.prepare import (
@@ -30,19 +30,11 @@ from cs336_basics.training.prepare import (
     slice_text,
     tokenizer_files,
 )
+from cs336_basics.training.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "script" / "train.py"
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_script = _load_script()
 
 TINY = {
     "model.vocab_size": 300,
@@ -117,7 +109,7 @@ def _run(tmp_path, data_args, name, *flags, **extra) -> int:
 
 
 def _final_state(run_dir: Path) -> dict:
-    return read_checkpoint(trainer.list_checkpoints(run_dir)[-1])
+    return read_checkpoint(RunFolder(run_dir).checkpoints()[-1])
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -148,23 +140,23 @@ def _same_training(a: Path, b: Path) -> None:
 def _interrupt_at(monkeypatch, step: int, action) -> None:
     """Call `action()` when the batch of optimizer step `step` is drawn."""
     calls = {"n": 0}
-    real = trainer.get_batch
+    real = trainer.windows
 
-    def get_batch(*args, **kwargs):
+    def windows(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == (step - 1) * TINY["training.grad_accum_steps"] + 1:
             action()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "get_batch", get_batch)
+    monkeypatch.setattr(trainer, "windows", windows)
 
 
 def test_resume_after_sigterm_reproduces_uninterrupted_run(
     tmp_path, data_args, whole_run, monkeypatch
 ):
     _interrupt_at(monkeypatch, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
-    assert _run(tmp_path, data_args, "cut") == 130  # finishes step 5, saves, exits
-    assert read_checkpoint(trainer.list_checkpoints(tmp_path / "runs/cut")[-1])["iteration"] == 5
+    assert _run(tmp_path, data_args, "cut") == 143  # finishes step 5, saves, exits
+    assert read_checkpoint(RunFolder(tmp_path / "runs/cut").checkpoints()[-1])["iteration"] == 5
     monkeypatch.undo()
     assert _run(tmp_path, data_args, "cut", "--resume") == 0
     _same_training(whole_run, tmp_path / "runs/cut")
@@ -220,7 +212,7 @@ def test_training_learns_and_generates(tmp_path, data_args, capsys):
     assert (
         lrs[80] == TINY["optim.min_lr"] < lrs[70] < lrs[10]
     )  # the cosine ends exactly at the last step
-    assert len(trainer.list_checkpoints(run)) == 2  # keep_last
+    assert len(RunFolder(run).checkpoints()) == 2  # keep_last
     model, cfg = trainer.load_trained_model(run)
     assert not model.training and cfg.model.d_model == TINY["model.d_model"]
     assert (run / "samples.txt").read_text().startswith("Once upon a time")
@@ -244,9 +236,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_args, monk
     )
     result = trainer.train(cfg, progress=False)
     assert result.diverged and result.steps == 4
-    assert [read_checkpoint(p)["iteration"] for p in trainer.list_checkpoints(result.run_dir)] == [
-        3
-    ]
+    assert [read_checkpoint(p)["iteration"] for p in RunFolder(result.run_dir).checkpoints()] == [3]
     assert _rows(result.run_dir)[-1]["train_loss"] is None  # the NaN step is logged as null
 
 

@@ -6,6 +6,7 @@ import torch
 from cs336_basics.data import validation_batches
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.training.device import autocast_context
+from cs336_basics.training.distributed import Distributed
 
 
 @torch.no_grad()
@@ -18,26 +19,31 @@ def estimate_loss(
     device: str | torch.device,
     seed: int = 0,
     autocast: str = "auto",
+    dist: Distributed | None = None,
 ) -> float:
     """Mean next-token cross-entropy (nats per token) over `validation_batches(...)`.
 
     The same (dataset, batch_size, context_length, num_batches, seed) always scores the same
     windows, so values from different steps and runs compare directly. Every token counts
-    once (a smaller last batch is weighted by its size). The model's train/eval mode is
-    restored afterwards.
+    once (a smaller last batch is weighted by its size). Under data parallelism (`dist`) the
+    ranks share the batches (round-robin) and the result is their token-weighted mean: the
+    same sample and value at any world size. The model's train/eval mode is restored.
     """
     device = torch.device(device)
+    dist = dist or Distributed()
     was_training = model.training
     model.eval()
-    total, count = torch.zeros((), device=device), 0
+    sums = torch.zeros(2, device=device)  # loss * tokens, tokens
     try:
-        for x, y in validation_batches(
-            dataset, batch_size, context_length, num_batches, seed, device
-        ):
+        batches = validation_batches(dataset, batch_size, context_length, num_batches, seed, device)
+        for i, (x, y) in enumerate(batches):
+            if i % dist.world_size != dist.rank:
+                continue
             with autocast_context(device, autocast):
                 logits = model(x)
-            total += cross_entropy(logits, y) * y.numel()
-            count += y.numel()
+            sums[0] += cross_entropy(logits, y) * y.numel()
+            sums[1] += y.numel()
     finally:
         model.train(was_training)
-    return (total / count).item()
+    total, count = dist.sum(sums).tolist()
+    return total / count

@@ -10,6 +10,7 @@ from typing import Any
 from tqdm import tqdm
 
 from cs336_basics.fileio import atomic_write
+from cs336_basics.nn.functional import perplexity
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -18,6 +19,34 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def metrics_row(
+    step: int,
+    tokens: int,
+    time_s: float,
+    *,
+    lr: float | None = None,
+    train_loss: float | None = None,
+    val_loss: float | None = None,
+    grad_norm: float | None = None,
+    tokens_per_s: float | None = None,
+    **extra: float | str | None,
+) -> dict:
+    """One row of `metrics.jsonl`: every key present in every row (None when not measured at
+    this step), validation perplexity derived from the loss, and any `extra` keys last."""
+    return {
+        "step": step,
+        "tokens": tokens,
+        "time_s": time_s,
+        "lr": lr,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "val_perplexity": None if val_loss is None else perplexity(val_loss),
+        "grad_norm": grad_norm,
+        "tokens_per_s": tokens_per_s,
+        **extra,
+    }
 
 
 def format_row(row: dict) -> str:

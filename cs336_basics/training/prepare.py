@@ -13,6 +13,7 @@ from pathlib import Path
 from cs336_basics.config import DataConfig
 from cs336_basics.demo_corpus import write_corpus
 from cs336_basics.fileio import atomic_write
+from cs336_basics.tokenizer.files import read_vocab_json
 
 TINYSTORIES_FILES = (
     "TinyStoriesV2-GPT4-train.txt",
@@ -54,6 +55,24 @@ def slice_text(src: Path, dest: Path, max_bytes: int, special_tokens: list[str])
     return dest
 
 
+def tokenizer_size(tokenizer_dir: str | os.PathLike | None) -> int | None:
+    """The number of ids of the tokenizer saved in `tokenizer_dir` (None if there is none)."""
+    if tokenizer_dir is None or not tokenizer_files(tokenizer_dir)[0].is_file():
+        return None
+    return len(read_vocab_json(tokenizer_files(tokenizer_dir)[0]))
+
+
+def check_vocab_size(tokenizer_dir: str | os.PathLike | None, vocab_size: int) -> None:
+    """A model must have exactly one embedding row per id of its tokenizer."""
+    size = tokenizer_size(tokenizer_dir)
+    if size is not None and size != vocab_size:
+        raise ValueError(
+            f"the tokenizer in {tokenizer_dir} has {size:,} ids, but model.vocab_size is "
+            f"{vocab_size:,}. Use --model.vocab_size {size} (on the command line it may be left "
+            "out: it defaults to the tokenizer's size), or point data.tokenizer_dir elsewhere."
+        )
+
+
 def _require_text(path: str | None, tokens_path: Path, what: str) -> Path:
     if path is None:
         raise FileNotFoundError(
@@ -64,7 +83,7 @@ def _require_text(path: str | None, tokens_path: Path, what: str) -> Path:
     if not Path(path).is_file():
         raise FileNotFoundError(
             f"raw {what} text {path} not found (needed to build {tokens_path}). Download it with "
-            "`uv run python script/download_data.py`, or fix data.{what}_text."
+            f"`uv run python script/download_data.py`, or fix data.{what}_text."
         )
     return Path(path)
 
@@ -99,6 +118,12 @@ def prepare_data(data: DataConfig, vocab_size: int, progress: bool = True) -> No
     from cs336_basics.tokenizer.tokenizer import Tokenizer
 
     say = print if progress else (lambda *_: None)
+    if data.train_tokens is None or data.val_tokens is None:
+        raise ValueError(
+            "set data.train_tokens and data.val_tokens: the token files to train and validate "
+            "on (built from data.train_text / data.val_text when missing), or run "
+            "script/train.py with no data option for the built-in demo"
+        )
     splits = {"train": Path(data.train_tokens), "val": Path(data.val_tokens)}
     missing = {what: p for what, p in splits.items() if not p.exists()}
     if not missing:
@@ -119,6 +144,12 @@ def prepare_data(data: DataConfig, vocab_size: int, progress: bool = True) -> No
                 say(f"writing {sizes[what] / 1e6:.1f} MB of generated children's stories to {text}")
                 write_corpus(text, sizes[what], seed=seed)
 
+    if data.tokenizer_dir is None:
+        raise ValueError(
+            f"{', '.join(str(p) for p in missing.values())} not found, and data.tokenizer_dir is "
+            "not set: name the tokenizer folder to build the token files with (it is trained "
+            "on data.train_text if missing)"
+        )
     vocab_path, merges_path = tokenizer_files(data.tokenizer_dir)
     need_tokenizer = not (vocab_path.exists() and merges_path.exists())
     limits = {"train": data.max_text_bytes, "val": data.max_val_text_bytes}
@@ -141,6 +172,8 @@ def prepare_data(data: DataConfig, vocab_size: int, progress: bool = True) -> No
         )
         Tokenizer(vocab, merges, data.special_tokens).save(vocab_path, merges_path)
         say(f"  done in {time.perf_counter() - start:.1f}s -> {data.tokenizer_dir}")
+        if len(vocab) < vocab_size:  # the text ran out of pairs to merge
+            check_vocab_size(data.tokenizer_dir, vocab_size)
     # The helper processes load the tokenizer while this one does; they encode both files.
     load = partial(Tokenizer.from_files, vocab_path, merges_path, data.special_tokens)
     with FileEncoder(load) as encoder:

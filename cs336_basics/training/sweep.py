@@ -18,11 +18,18 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from cs336_basics.config import TrainConfig, config_to_dict, load_config
+from cs336_basics.config import (
+    TrainConfig,
+    config_to_dict,
+    load_config,
+    short_run_overrides,
+    with_overrides,
+)
 from cs336_basics.fileio import atomic_write
 from cs336_basics.markdown import markdown_table
 from cs336_basics.training.logging import read_metrics
 from cs336_basics.training.plots import plot_curves
+from cs336_basics.training.run_folder import RunFolder
 from cs336_basics.training.trainer import TrainResult, train
 
 
@@ -44,37 +51,9 @@ class RunOutcome:
         r = self.result
         if r.diverged:
             return "NaN/inf"
-        initial = next(
-            (row["val_loss"] for row in r.metrics if row.get("val_loss") is not None), None
-        )
-        if r.final_val_loss is None or initial is None or r.final_val_loss > initial:
+        if r.final_val_loss is None or r.final_val_loss > r.initial_val_loss:
             return "loss rose"
         return "ok"
-
-
-def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
-    """A new, validated config: `cfg` with dotted-key `overrides` (`{"optim.lr": 1e-3}`) applied."""
-    flat = {
-        f"{section}.{k}": v
-        for section, values in config_to_dict(cfg).items()
-        for k, v in values.items()
-    }
-    return load_config(None, {**flat, **overrides})
-
-
-def short_run_overrides(cfg: TrainConfig, steps: int) -> dict[str, Any]:
-    """Make `cfg` a `steps`-step run whose schedule, evaluations and logs fit that length:
-    warmup at most 10% of it, about 10 validation points, a checkpoint only at the end."""
-    return {
-        "training.max_steps": steps,
-        "training.total_tokens": None,
-        "training.eval_interval": max(1, steps // 10),
-        "training.log_interval": max(1, steps // 50),
-        "training.checkpoint_interval": steps,
-        "training.keep_last": 1,
-        "schedule.warmup_iters": min(cfg.schedule.warmup_iters, steps // 10),
-        "schedule.cosine_cycle_iters": None,
-    }
 
 
 def steps_for_budget(
@@ -85,7 +64,7 @@ def steps_for_budget(
     Times a short probe run (`runs/<name>-probe`) for its training throughput and keeps a
     fifth of the budget for evaluation, data preparation and start-up.
     """
-    probe = apply_overrides(
+    probe = with_overrides(
         cfg,
         {
             **short_run_overrides(cfg, probe_steps),
@@ -125,20 +104,9 @@ def find_finished_run(cfg: TrainConfig) -> TrainResult | None:
                 continue
         except ValueError:  # written by an older version of the config
             continue
-        rows = read_metrics(run_dir / "metrics.jsonl")
-        val_losses = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
-        if not rows or rows[-1]["step"] != cfg.total_steps or rows[-1].get("val_loss") is None:
-            continue
-        return TrainResult(
-            run_dir=run_dir,
-            steps=rows[-1]["step"],
-            tokens_seen=rows[-1]["tokens"],
-            seconds=rows[-1]["time_s"],
-            final_val_loss=val_losses[-1],
-            best_val_loss=min(val_losses),
-            diverged=False,
-            metrics=rows,
-        )
+        rows = read_metrics(RunFolder(run_dir).metrics)
+        if rows and rows[-1]["step"] == cfg.total_steps and rows[-1].get("val_loss") is not None:
+            return TrainResult.from_rows(run_dir, rows)
     return None
 
 
@@ -168,7 +136,7 @@ def run_sweep(
     out_dir (e.g. the baseline shared by several ablations) is read back instead of trained.
     """
     configs = {
-        label: apply_overrides(
+        label: with_overrides(
             base,
             {
                 "training.run_name": f"{name}-{_slug(label)}",
