@@ -26,8 +26,10 @@ def clip_gradients(
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
-    norms = torch._foreach_norm(grads, dtype=torch.float32)
-    total = torch.linalg.vector_norm(torch.stack([n.to(grads[0].device) for n in norms]))
+    # Norms in the gradients' dtype (no dtype= argument, which sharded FSDP2 gradients do not
+    # take), each made float32 before they are combined.
+    norms = torch._foreach_norm(grads)
+    total = torch.linalg.vector_norm(torch.stack([n.float().to(grads[0].device) for n in norms]))
     # Multiply by 1 below the limit rather than branching on the value: no GPU->CPU sync.
     scale = torch.where(total > max_l2_norm, max_l2_norm / (total + eps), 1.0)
     torch._foreach_mul_(grads, scale)

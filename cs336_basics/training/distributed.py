@@ -115,6 +115,12 @@ class Distributed:
             dist.destroy_process_group()
 
 
+def launched_rank() -> int:
+    """This process's rank as the launcher set it (0 when not launched by torchrun), known
+    before the process group exists: for printing from one process only."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(device: torch.device, parallel: str = "ddp") -> tuple[Distributed, torch.device]:
     """Join the process group torchrun describes in the environment (if any) and pick this
     rank's device: `cuda:LOCAL_RANK` when training on CUDA. Returns (Distributed, device)."""

@@ -215,9 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cfg = plan.cfg
+    from cs336_basics.training.distributed import launched_rank
     from cs336_basics.training.trainer import train
 
-    print(
+    # One rank speaks for the run; errors still reach stderr from every rank.
+    is_main = launched_rank() == 0
+    say = print if is_main else (lambda *_, **__: None)
+    say(
         f"cs336-basics: a {cfg.model.num_layers}-layer, d_model={cfg.model.d_model} "
         f"Transformer LM; preset: {plan.preset}\n  data: {plan.data}\n  run folder: {cfg.run_dir}"
     )
@@ -231,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if result.interrupted:
-        print(
+        say(
             f"stopped by {signal.Signals(result.stop_signal).name} at step {result.steps}; checkpoint "
             "saved. Continue with the same command plus --resume.",
             file=sys.stderr,
@@ -244,14 +248,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    if args.samples > 0 and cfg.data.tokenizer_dir:
+    if args.samples > 0 and cfg.data.tokenizer_dir and is_main:
         stories = sample_stories(result.run_dir, cfg, args.prompt, args.samples, args.sample_tokens)
-        print("\nGenerated stories (temperature 0.8, top-p 0.95):")
+        say("\nGenerated stories (temperature 0.8, top-p 0.95):")
         for i, story in enumerate(stories, 1):
-            print(f"\n--- story {i} ---\n{story.strip()}")
-    print(f"\nDone in {time.perf_counter() - start:.0f}s: {result.summary()}.")
-    print("Artifacts:")
+            say(f"\n--- story {i} ---\n{story.strip()}")
+    say(f"\nDone in {time.perf_counter() - start:.0f}s: {result.summary()}.")
+    say("Artifacts:")
     for what, path in artifacts(cfg):
-        print(f"  {what:<13} {path}")
-    print("Generate more stories: uv run python script/generate_and_decode.py --help")
+        say(f"  {what:<13} {path}")
+    say("Generate more stories: uv run python script/generate_and_decode.py --help")
     return 0

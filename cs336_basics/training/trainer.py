@@ -130,6 +130,11 @@ class Trainer:
         self.cfg, self.progress = cfg, progress
         self.dist, self.device = distributed.setup(resolve_device(t.device), t.parallel)
         self.say = tqdm.write if progress and self.dist.is_main else (lambda *_: None)
+        if t.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"training.batch_size {t.batch_size} does not split evenly over "
+                f"{self.dist.world_size} ranks; use a multiple of {self.dist.world_size}"
+            )
         self.folder = RunFolder(cfg.run_dir)
         resume = t.resume and bool(self.folder.checkpoints())
         if self.dist.is_main:
@@ -187,6 +192,7 @@ class Trainer:
         # 0 while every step so far was finite, else the first step that was not (on device).
         self.first_bad = torch.zeros((), dtype=torch.int64, device=self.device)
         self.stop: str | None = None  # why the loop ends early: signal, budget or diverged
+        self.stop_signal: int | None = None
         self.start_time = time.perf_counter()
 
     def _checkpoint_to_resume(self) -> dict:
@@ -319,16 +325,18 @@ class Trainer:
             steps=self.step,
             tokens_seen=self.step * cfg.tokens_per_step,
             diverged=self.stop == "diverged",
-            stop_signal=self.signals.signum if self.stop == "signal" else None,
+            stop_signal=self.stop_signal,
         )
 
     def _after_step(self, lr: float, loss: Tensor, grad_norm: Tensor, bar: tqdm) -> None:
         """Decide whether to stop; at steps that log, evaluate or save, read the values back,
         catch divergence, and do those."""
         t = self.cfg.training
-        signalled, seconds = self.dist.agree([float(self.signals.requested), self.elapsed()])
-        if signalled:
-            self.stop = "signal"
+        # Every rank stops on the same step: when any of them got a signal (which, by number)
+        # or ran out of time.
+        signum, seconds = self.dist.agree([self.signals.signum or 0, self.elapsed()])
+        if signum:
+            self.stop, self.stop_signal = "signal", int(signum)
         elif t.time_budget_s is not None and seconds >= t.time_budget_s:
             self.stop = "budget"
         last = self.stop is not None or self.step == self.cfg.total_steps
