@@ -54,8 +54,8 @@ def _check_safe(value: Any, where: str) -> None:
 
 
 def save_checkpoint(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None,
+    model: torch.nn.Module | Mapping[str, Any],
+    optimizer: torch.optim.Optimizer | Mapping[str, Any] | None,
     iteration: int,
     out: Source,
     extra: dict | None = None,
@@ -63,13 +63,19 @@ def save_checkpoint(
     """Write model, optimizer, iteration and `extra` to `out` (a path or a binary file object).
 
     A path is written atomically: readers, and a crash midway, see the previous file or the
-    complete new one. A `torch.compile`d model is saved under its plain module's keys.
+    complete new one. A `torch.compile`d model is saved under its plain module's keys. A state
+    dict may stand in for the model or the optimizer (sharded training gathers the whole
+    state from its ranks first).
     """
     extra = {} if extra is None else extra
     _check_safe(extra, "extra")
+    if isinstance(model, torch.nn.Module):
+        model = _unwrap(model).state_dict()
+    if isinstance(optimizer, torch.optim.Optimizer):
+        optimizer = optimizer.state_dict()
     checkpoint = {
-        "model": _unwrap(model).state_dict(),
-        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "model": model,
+        "optimizer": optimizer,
         "iteration": int(iteration),
         "extra": extra,
     }

@@ -124,6 +124,26 @@ def test_one_process_resumes_on_two_ranks(data, whole, tmp_path):
     _same_run(tmp_path / "grow", whole, range(STEPS + 1))
 
 
+def test_fsdp_resumes_a_one_process_run_and_saves_the_whole_state(data, whole, tmp_path):
+    """FSDP2 on gloo: the optimizer state of a plain checkpoint is sharded on load, and the
+    checkpoints it writes are gathered back into the plain format (and equal the reference)."""
+    assert run.main(_argv(data, tmp_path, "fsdp", **{"training.max_steps": 3})) == 0
+    _two_ranks(
+        _argv(data, tmp_path, "fsdp", **{"training.resume": True, "training.parallel": "fsdp"})
+    )
+    _same_run(tmp_path / "fsdp", whole, range(STEPS + 1))
+    final, reference = (
+        read_checkpoint(RunFolder(d).checkpoints()[-1]) for d in (tmp_path / "fsdp", whole)
+    )
+    for key, value in reference["model"].items():
+        torch.testing.assert_close(final["model"][key], value, rtol=1e-5, atol=1e-6)
+    moments = [s["exp_avg_sq"] for s in final["optimizer"]["state"].values()]
+    expected = [s["exp_avg_sq"] for s in reference["optimizer"]["state"].values()]
+    assert len(moments) == len(expected)
+    for got, want in zip(moments, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-9)
+
+
 def _wait_for_rows(run_dir: Path, count: int, proc: subprocess.Popen) -> None:
     metrics = RunFolder(run_dir).metrics
     deadline = time.monotonic() + 180

@@ -90,7 +90,9 @@ class AdamW(torch.optim.Optimizer):
             step_size, eps_t = -lr * root_correction2 / (1 - beta1**t), eps * root_correction2
             rows.append((p, p.grad, state["exp_avg"], state["exp_avg_sq"], step_size, eps_t))
 
-        batches = _cache_sized_batches(rows) if params[0].device.type == "cpu" else [rows]
+        # Slices are views only of plain tensors (not of FSDP's sharded DTensor parameters).
+        on_cpu = all(p.device.type == "cpu" and type(p.data) is Tensor for p in params)
+        batches = _cache_sized_batches(rows) if on_cpu else [rows]
         for batch in batches:
             ps, gs, ms, vs, step_sizes, epsilons = map(list, zip(*batch))
             torch._foreach_lerp_(ms, gs, 1 - beta1)

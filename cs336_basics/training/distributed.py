@@ -25,12 +25,30 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.optim import Optimizer
 
 # How long a collective may wait for a rank before it fails: long enough for a slow checkpoint
 # save or validation on rank 0, short enough that a wedged job does not sit for the default 10+
 # minutes. A rank that crashes is noticed much sooner (gloo sees its sockets close; torchrun
 # stops the other workers).
 TIMEOUT = timedelta(minutes=5)
+
+
+def _whole_on_cpu():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _parameter_names(model: nn.Module, optimizer: Optimizer) -> list[str]:
+    """Names of the optimizer's parameters in its own order (the order of its state's keys)."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    return [name_of[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+def plain(t: Tensor) -> Tensor:
+    """A tensor that FSDP returns as a DTensor (a gradient norm), as a whole ordinary tensor."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 class RankFailure(RuntimeError):
@@ -73,11 +91,55 @@ class Distributed:
         ids = [device.index] if device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
+    @property
+    def sharded(self) -> bool:
+        return self.enabled and self.parallel == "fsdp"
+
     def no_sync(self, model: nn.Module, last_micro_batch: bool) -> AbstractContextManager:
         """Skip the gradient reduction on every micro-batch but the last of a step."""
-        if not self.enabled or last_micro_batch or self.parallel != "ddp":
+        if not self.enabled:
             return nullcontext()
-        return model.no_sync()
+        if self.sharded:
+            model.set_requires_gradient_sync(last_micro_batch)
+            return nullcontext()
+        return nullcontext() if last_micro_batch else model.no_sync()
+
+    def checkpoint_state(self, model: nn.Module, optimizer: Optimizer) -> tuple[dict, dict]:
+        """The whole model and optimizer state in the plain single-process format (the
+        optimizer's keyed by parameter index), whatever the world size. Under FSDP this
+        gathers the shards (every rank must call it); the result is complete on rank 0."""
+        if not self.sharded:
+            return model.state_dict(), optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_state, by_name = get_state_dict(model, optimizer, options=_whole_on_cpu())
+        if not self.is_main:  # the gathered state lands on rank 0 only
+            return model_state, by_name
+        names = _parameter_names(model, optimizer)
+        return model_state, {
+            "state": {i: by_name["state"][n] for i, n in enumerate(names) if n in by_name["state"]},
+            "param_groups": [
+                {**group, "params": [names.index(n) for n in group["params"]]}
+                for group in by_name["param_groups"]
+            ],
+        }
+
+    def load_optimizer_state(self, model: nn.Module, optimizer: Optimizer, state: dict) -> None:
+        """Restore `checkpoint_state`'s optimizer half (under FSDP, each rank keeps its shard)."""
+        if not self.sharded:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        names = _parameter_names(model, optimizer)
+        by_name = {
+            "state": {names[i]: v for i, v in state["state"].items()},
+            "param_groups": [
+                {**group, "params": [names[i] for i in group["params"]]}
+                for group in state["param_groups"]
+            ],
+        }
+        set_optimizer_state_dict(model, optimizer, by_name, options=_whole_on_cpu())
 
     def sum(self, t: Tensor) -> Tensor:
         """The sum of `t` over ranks (in place, returned)."""

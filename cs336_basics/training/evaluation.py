@@ -25,9 +25,9 @@ def estimate_loss(
 
     The same (dataset, batch_size, context_length, num_batches, seed) always scores the same
     windows, so values from different steps and runs compare directly. Every token counts
-    once (a smaller last batch is weighted by its size). Under data parallelism (`dist`) the
-    ranks share the batches (round-robin) and the result is their token-weighted mean: the
-    same sample and value at any world size. The model's train/eval mode is restored.
+    once (a smaller last batch is weighted by its size). Under data parallelism (`dist`) each
+    rank scores its share of every batch's rows and the result is their token-weighted mean:
+    the same sample and value at any world size. The model's train/eval mode is restored.
     """
     device = torch.device(device)
     dist = dist or Distributed()
@@ -35,14 +35,19 @@ def estimate_loss(
     model.eval()
     sums = torch.zeros(2, device=device)  # loss * tokens, tokens
     try:
-        batches = validation_batches(dataset, batch_size, context_length, num_batches, seed, device)
-        for i, (x, y) in enumerate(batches):
-            if i % dist.world_size != dist.rank:
-                continue
+        for x, y in validation_batches(
+            dataset, batch_size, context_length, num_batches, seed, device
+        ):
+            # Every rank runs every batch, on its share of the rows (maybe none): a sharded
+            # model's forward is a collective that all ranks must join.
+            n = len(x)
+            rows = slice(dist.rank * n // dist.world_size, (dist.rank + 1) * n // dist.world_size)
+            x, y = x[rows], y[rows]
             with autocast_context(device, autocast):
                 logits = model(x)
-            sums[0] += cross_entropy(logits, y) * y.numel()
-            sums[1] += y.numel()
+            if y.numel():
+                sums[0] += cross_entropy(logits, y) * y.numel()
+                sums[1] += y.numel()
     finally:
         model.train(was_training)
     total, count = dist.sum(sums).tolist()

@@ -154,10 +154,15 @@ class Trainer:
             torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
         self.model = TransformerLM.from_config(cfg.model, device=self.device)
-        self.optimizer = build_optimizer(self.model, cfg)
         self.step, self.elapsed_before, self.best_val, rows = 0, 0.0, None, []
+        if checkpoint is not None:  # weights before any wrapping: FSDP shards them in place
+            self.step = load_checkpoint(checkpoint, self.model)
+        self.forward = self.dist.wrap(self.model, self.device)
+        if t.compile:
+            self.forward = torch.compile(self.forward)
+        self.optimizer = build_optimizer(self.model, cfg)  # over the parameters as wrapped
         if checkpoint is not None:
-            self.step = load_checkpoint(checkpoint, self.model, self.optimizer)
+            self.dist.load_optimizer_state(self.model, self.optimizer, checkpoint["optimizer"])
             torch.set_rng_state(checkpoint["extra"]["torch_rng"])
             self.elapsed_before = checkpoint["extra"]["elapsed_s"]
             self.best_val = checkpoint["extra"]["best_val_loss"]
@@ -186,8 +191,6 @@ class Trainer:
                 )
             self.logger = MetricsLogger(self.folder.path, rows, progress, wandb_run)
         self.rows = rows
-        compiled = torch.compile(self.model) if t.compile else self.model
-        self.forward = self.dist.wrap(compiled, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # 0 while every step so far was finite, else the first step that was not (on device).
         self.first_bad = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -238,7 +241,7 @@ class Trainer:
                 (loss / t.grad_accum_steps).backward()
             loss_sum += loss.detach()
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
-        grad_norm = clip_gradients(self.params, clip)
+        grad_norm = distributed.plain(clip_gradients(self.params, clip))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         loss = loss_sum / t.grad_accum_steps
@@ -267,9 +270,10 @@ class Trainer:
             "best_val_loss": self.best_val,
             "torch_rng": torch.get_rng_state(),
         }
+        model_state, optimizer_state = self.dist.checkpoint_state(self.model, self.optimizer)
         if self.dist.is_main:
             path = self.folder.checkpoint_path(self.step)
-            save_checkpoint(self.model, self.optimizer, self.step, path, extra=extra)
+            save_checkpoint(model_state, optimizer_state, self.step, path, extra=extra)
             self.folder.prune(self.cfg.training.keep_last)
         self.dist.barrier()  # no rank leaves (or exits) before the file is complete
 
