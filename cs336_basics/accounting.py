@@ -9,6 +9,10 @@ Conventions (those of the CS336 assignment-1 handout):
   activations saved for the backward pass; the activations are those the handout lists
   (norm outputs, q/k/v, QK^T, softmax, weighted values, output projection, FFN matmuls and
   SiLU, final norm, logits, cross-entropy over the logits).
+- The model switches count as they are built: qk_norm adds two gains of d_k per layer (and
+  their outputs as activations), relu2 has two FFN matrices, value embeddings add
+  vocab_size x d_model + 1 parameters each (a table and its scale; a lookup, no matmul),
+  logit_softcap keeps the capped logits. zero_init_out and the attention kernel change no count.
 
 Component names follow the model's state-dict keys (`attn.q_proj`, `ffn.w1`, `ln1`, ...), so
 a count can be checked against `model.named_parameters()` key by key.
@@ -38,7 +42,8 @@ class Tally:
     """One quantity (parameters, FLOPs or activation values) split by named component.
 
     `per_layer` entries occur once in each of the `num_layers` Transformer blocks; `before`
-    entries once ahead of the blocks (the embedding), `after` entries once behind them.
+    entries once ahead of the blocks (the embeddings, value embeddings too although they
+    serve only the last layers), `after` entries once behind them.
     """
 
     num_layers: int
@@ -75,8 +80,14 @@ def _ffn_matrices(cfg: ModelConfig) -> tuple[str, ...]:
 
 def parameter_count(cfg: ModelConfig) -> Tally:
     """Trainable parameters by component; a tied lm_head is counted once, under token_embeddings."""
-    d, v = cfg.d_model, cfg.vocab_size
+    d, v, d_k = cfg.d_model, cfg.vocab_size, cfg.d_model // cfg.num_heads
+    before = {"token_embeddings": v * d}
+    if cfg.value_embeddings:
+        before["value_embeddings"] = cfg.value_embeddings * v * d
+        before["value_embeddings.scale"] = cfg.value_embeddings
     per_layer = {f"attn.{p}": d * d for p in ("q_proj", "k_proj", "v_proj", "output_proj")}
+    if cfg.qk_norm:
+        per_layer |= {"attn.q_norm": d_k, "attn.k_norm": d_k}
     per_layer |= {f"ffn.{w}": d * cfg.d_ff for w in _ffn_matrices(cfg)}
     after = {}
     if _has_norms(cfg):
@@ -84,7 +95,7 @@ def parameter_count(cfg: ModelConfig) -> Tally:
         after["ln_final"] = d
     if not cfg.tie_embeddings:
         after["lm_head"] = v * d
-    return Tally(cfg.num_layers, per_layer, before={"token_embeddings": v * d}, after=after)
+    return Tally(cfg.num_layers, per_layer, before=before, after=after)
 
 
 def forward_flops(cfg: ModelConfig, batch_size: int = 1, seq_len: int | None = None) -> Tally:
@@ -92,6 +103,7 @@ def forward_flops(cfg: ModelConfig, batch_size: int = 1, seq_len: int | None = N
 
     `seq_len` defaults to the config's context_length. Attention scores (Q K^T) and the
     weighted sum of values each cost 2 T^2 d_model per sequence, summed over the heads.
+    Of the switches only `ffn` changes the matmuls (two FFN matrices instead of three).
     """
     t = cfg.context_length if seq_len is None else seq_len
     bt, d = batch_size * t, cfg.d_model
@@ -108,12 +120,17 @@ def activation_count(cfg: ModelConfig, batch_size: int, seq_len: int | None = No
 
     Each entry is the size of one operation's output. For SwiGLU the list also has W3's
     output and the gate product SiLU(W1 x) * W3 x that feeds W2; ffn="silu" is exactly the
-    handout's W1, SiLU, W2. `seq_len` defaults to the config's context_length.
+    handout's W1, SiLU, W2 (relu2: W1, ReLU^2, W2). Switches add the q/k norms' outputs, each
+    value embedding's looked-up rows, and the capped logits. `seq_len` defaults to the
+    config's context_length.
     """
     t = cfg.context_length if seq_len is None else seq_len
     bt, d, h = batch_size * t, cfg.d_model, cfg.num_heads
+    before = {"value_embeddings": cfg.value_embeddings * bt * d} if cfg.value_embeddings else {}
     per_layer = {"ln1": bt * d} if _has_norms(cfg) else {}
     per_layer |= {f"attn.{p}": bt * d for p in ("q_proj", "k_proj", "v_proj")}
+    if cfg.qk_norm:
+        per_layer |= {"attn.q_norm": bt * d, "attn.k_norm": bt * d}
     per_layer |= {"attn.scores": batch_size * h * t * t, "attn.softmax": batch_size * h * t * t}
     per_layer |= {"attn.values": bt * d, "attn.output_proj": bt * d}
     if _has_norms(cfg):
@@ -121,13 +138,16 @@ def activation_count(cfg: ModelConfig, batch_size: int, seq_len: int | None = No
     per_layer["ffn.w1"] = bt * cfg.d_ff
     if cfg.ffn == "swiglu":
         per_layer["ffn.w3"] = bt * cfg.d_ff
-    per_layer["ffn.silu"] = bt * cfg.d_ff
+    per_layer["ffn.relu2" if cfg.ffn == "relu2" else "ffn.silu"] = bt * cfg.d_ff
     if cfg.ffn == "swiglu":
         per_layer["ffn.gate"] = bt * cfg.d_ff
     per_layer["ffn.w2"] = bt * d
     after = {"ln_final": bt * d} if _has_norms(cfg) else {}
-    after |= {"lm_head": bt * cfg.vocab_size, "cross_entropy": bt * cfg.vocab_size}
-    return Tally(cfg.num_layers, per_layer, after=after)
+    after["lm_head"] = bt * cfg.vocab_size
+    if cfg.logit_softcap is not None:
+        after["logit_softcap"] = bt * cfg.vocab_size
+    after["cross_entropy"] = bt * cfg.vocab_size
+    return Tally(cfg.num_layers, per_layer, before=before, after=after)
 
 
 @dataclass(frozen=True)

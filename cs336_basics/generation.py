@@ -102,6 +102,7 @@ def generate_samples(
     _check_sampling(max_new_tokens, temperature, top_k, top_p)
     if not prompt_ids:
         raise ValueError("prompt_ids is empty; give at least one token (e.g. the <|endoftext|> id)")
+    model.check_token_ids(prompt_ids, "prompt_ids")  # the model's forward does not check them
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1; got {num_samples}")
     if max_new_tokens == 0:

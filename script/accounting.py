@@ -25,9 +25,12 @@ MODEL_FLAGS = (
     "ffn",
     "norm",
     "tie_embeddings",
+    "qk_norm",
+    "value_embeddings",
+    "logit_softcap",
 )
 PARAM_GROUPS = {
-    "embedding": ("token_embeddings",),
+    "embedding": ("token_embeddings", "value_embeddings"),
     "attention": ("attn.",),
     "FFN": ("ffn.",),
     "norms": ("ln1", "ln2", "ln_final"),
@@ -77,6 +80,23 @@ def parse_args() -> argparse.Namespace:
         "--tie-embeddings",
         action=argparse.BooleanOptionalAction,
         help="(default: the base config's)",
+    )
+    m.add_argument(
+        "--qk-norm",
+        action=argparse.BooleanOptionalAction,
+        help="RMSNorm on queries and keys: 2 d_k parameters per layer (default: the base config's)",
+    )
+    m.add_argument(
+        "--value-embeddings",
+        type=int,
+        help="value embeddings in the last N layers: vocab_size x d_model + 1 parameters "
+        "each (default: the base config's)",
+    )
+    m.add_argument(
+        "--logit-softcap",
+        type=float,
+        help="cap on the logits: one more logits-sized activation (default: the base "
+        "config's). zero_init_out and attention change no figure here",
     )
     t = p.add_argument_group("training")
     t.add_argument(

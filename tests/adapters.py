@@ -127,14 +127,11 @@ def run_transformer_block(
     weights: dict[str, Tensor],
     in_features: Float[Tensor, " batch sequence_length d_model"],
 ) -> Float[Tensor, " batch sequence_length d_model"]:
+    rope = lib.RotaryPositionalEmbedding(
+        theta, d_model // num_heads, max_seq_len, device=in_features.device
+    )
     block = lib.TransformerBlock(
-        d_model,
-        num_heads,
-        d_ff,
-        max_seq_len,
-        theta,
-        device=in_features.device,
-        dtype=in_features.dtype,
+        d_model, num_heads, d_ff, rope, device=in_features.device, dtype=in_features.dtype
     )
     block.load_state_dict(weights)
     return block(in_features)

@@ -28,7 +28,14 @@ VARIANTS = [
     {"norm": "post", "positions": "nope"},
     {"tie_embeddings": True},
     {"ffn": "silu", "norm": "none", "tie_embeddings": True},
-]
+    {"ffn": "relu2"},
+    {"qk_norm": True},
+    {"value_embeddings": 1},
+    {"logit_softcap": 30.0, "zero_init_out": True},
+    {"attention": "sdpa"},
+    {"qk_norm": True, "ffn": "relu2", "value_embeddings": 2, "logit_softcap": 30.0,
+     "zero_init_out": True, "tie_embeddings": True},
+]  # fmt: skip
 
 
 def tiny(**variant) -> TransformerLM:
@@ -43,8 +50,23 @@ def test_parameter_count_matches_built_model(variant):
     assert counts.total == sum(p.numel() for p in model.parameters())  # a tied weight appears once
     by_component = Counter()
     for name, p in model.named_parameters():
-        by_component[re.sub(r"^layers\.\d+\.", "", name).removesuffix(".weight")] += p.numel()
+        name = re.sub(r"^layers\.\d+\.", "", name)
+        name = re.sub(r"^value_embeddings\.\d+", "value_embeddings", name)
+        by_component[name.removesuffix(".weight")] += p.numel()
     assert counts.components() == dict(by_component)
+
+
+def test_parameter_count_of_switches_by_hand():
+    base = acc.parameter_count(ModelConfig(**TINY)).total
+    V, L, d, d_k, d_ff = 97, 2, 32, 8, 48
+
+    def count(**variant):
+        return acc.parameter_count(ModelConfig(**TINY, **variant)).total - base
+
+    assert count(qk_norm=True) == L * 2 * d_k
+    assert count(value_embeddings=2) == 2 * (V * d + 1)
+    assert count(ffn="relu2") == count(ffn="silu") == -L * d * d_ff  # no w3
+    assert count(logit_softcap=30.0, zero_init_out=True, attention="sdpa") == 0
 
 
 def test_gpt2_xl_parameter_count():
@@ -96,22 +118,34 @@ def test_gpt2_xl_forward_flops_by_hand():
     )
 
 
-def handout_activations(B, T, d, h, d_ff, V, L, ffn, norms):
-    """Values saved for backward, written out from the handout's list for a pre-norm block."""
+def handout_activations(
+    B, T, d, h, d_ff, V, L, ffn, norms, qk_norm=False, value_embeddings=0, softcap=False
+):
+    """Values saved for backward, written out from the handout's list for a pre-norm block,
+    plus what the switches add."""
     rms = 2 * B * T * d if norms else 0
     attention = (
         3 * B * T * d + 2 * B * h * T * T + B * T * d + B * T * d
     )  # qkv, QK^T, softmax, AV, out
-    if ffn == "silu":
-        mlp = B * T * d_ff + B * T * d_ff + B * T * d  # W1, SiLU, W2
+    attention += 2 * B * T * d if qk_norm else 0  # normed q and k
+    if ffn in ("silu", "relu2"):
+        mlp = B * T * d_ff + B * T * d_ff + B * T * d  # W1, activation, W2
     else:
         mlp = 4 * B * T * d_ff + B * T * d  # W1, W3, SiLU, gate, W2
     final = (B * T * d if norms else 0) + B * T * V + B * T * V  # final norm, logits, cross-entropy
-    return L * (rms + attention + mlp) + final
+    final += B * T * V if softcap else 0  # capped logits
+    return L * (rms + attention + mlp) + final + value_embeddings * B * T * d
 
 
 @pytest.mark.parametrize(
-    "variant", [{}, {"ffn": "silu"}, {"norm": "none", "tie_embeddings": True}], ids=str
+    "variant",
+    [
+        {},
+        {"ffn": "silu"},
+        {"norm": "none", "tie_embeddings": True},
+        {"ffn": "relu2", "qk_norm": True, "value_embeddings": 2, "logit_softcap": 30.0},
+    ],
+    ids=str,
 )
 def test_adamw_memory_matches_formula(variant):
     cfg = ModelConfig(**TINY, **variant)
@@ -121,7 +155,8 @@ def test_adamw_memory_matches_formula(variant):
     def handout(seq: int) -> int:
         return handout_activations(
             B, seq, cfg.d_model, cfg.num_heads, cfg.d_ff, cfg.vocab_size, cfg.num_layers,
-            cfg.ffn, cfg.norm != "none",
+            cfg.ffn, cfg.norm != "none", cfg.qk_norm, cfg.value_embeddings,
+            cfg.logit_softcap is not None,
         )  # fmt: skip
 
     acts = handout(T)
@@ -190,6 +225,14 @@ def test_accounting_script(monkeypatch, capsys):
     assert f"Parameters: {sum(p.numel() for p in tiny().parameters()):,}" in out
     assert "GPT-2 shapes" not in out  # a custom shape skips the GPT-2 tables
     assert "AdamW training memory" in out and "Largest batch" in out
+
+    switches = ["--ffn", "relu2", "--qk-norm", "--value-embeddings", "1", "--logit-softcap", "30"]
+    monkeypatch.setattr(sys, "argv", argv + switches)
+    runpy.run_path("script/accounting.py", run_name="__main__")
+    out = capsys.readouterr().out
+    built = tiny(ffn="relu2", qk_norm=True, value_embeddings=1)  # d_ff 48 from argv
+    assert f"Parameters: {sum(p.numel() for p in built.parameters()):,}" in out
+    assert "| attn.q_norm |" in out and "| logit_softcap |" in out
 
     monkeypatch.setattr(sys, "argv", ["accounting.py", "--help"])
     with pytest.raises(SystemExit) as exit_info:

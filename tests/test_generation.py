@@ -23,7 +23,7 @@ VOCAB, CONTEXT = 257, 16  # 256 bytes + <|endoftext|>, so the byte tokenizer bel
 
 def tiny_model(**variant) -> TransformerLM:
     torch.manual_seed(0)
-    return TransformerLM(
+    model = TransformerLM(
         VOCAB,
         CONTEXT,
         d_model=32,
@@ -33,6 +33,9 @@ def tiny_model(**variant) -> TransformerLM:
         rope_theta=10000.0,
         **variant,
     )
+    for table in model.value_embeddings:  # their scales start at 0: make them count
+        torch.nn.init.constant_(table.scale, 0.5)
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +55,25 @@ def greedy_reference(model, prompt: list[int], n: int) -> list[int]:
     return out
 
 
+ALL_SWITCHES = {
+    "qk_norm": True,
+    "ffn": "relu2",
+    "logit_softcap": 5.0,
+    "value_embeddings": 2,
+    "tie_embeddings": True,
+}
+
+
 @pytest.mark.parametrize(
-    "variant", [{}, {"norm": "post", "positions": "nope"}, {"norm": "none", "ffn": "silu"}], ids=str
+    "variant",
+    [
+        {},
+        {"norm": "post", "positions": "nope"},
+        {"norm": "none", "ffn": "silu"},
+        ALL_SWITCHES,
+        {**ALL_SWITCHES, "attention": "sdpa"},
+    ],
+    ids=str,
 )
 def test_cached_decoding_matches_full_forward(variant):
     model = tiny_model(**variant)
@@ -84,6 +104,15 @@ def test_generation_past_the_context_slides_the_window(model):
     expected = greedy_reference(model, prompt, 3 * CONTEXT)
     assert generate(model, prompt, 3 * CONTEXT, temperature=0) == expected
     assert generate(model, prompt[-CONTEXT:], 4, temperature=0) == expected[:4]
+
+
+@pytest.mark.parametrize("variant", [ALL_SWITCHES, {**ALL_SWITCHES, "attention": "sdpa"}], ids=str)
+def test_generation_honours_model_switches(variant):
+    model = tiny_model(**variant)
+    prompt = list(range(40, 40 + CONTEXT + 5))
+    expected = greedy_reference(model, prompt, 2 * CONTEXT)
+    assert generate(model, prompt, 2 * CONTEXT, temperature=0) == expected
+    assert expected != greedy_reference(tiny_model(), prompt, 2 * CONTEXT)
 
 
 def test_top_k_one_equals_greedy(model):
@@ -178,6 +207,19 @@ def test_stop_token_stops(model):
         assert s[-1] == stop or len(s) == 12
 
 
+class ShiftedTokenizer:
+    """A tokenizer whose ids are off by `shift`: the wrong vocabulary for the model."""
+
+    def __init__(self, shift: int):
+        self.shift = shift
+
+    def encode(self, text: str) -> list[int]:
+        return [b + self.shift for b in text.encode()]
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i - self.shift for i in ids).decode()
+
+
 def byte_tokenizer() -> Tokenizer:
     return Tokenizer({i: bytes([i]) for i in range(256)}, [], special_tokens=["<|endoftext|>"])
 
@@ -221,8 +263,10 @@ def test_bad_arguments_raise_clear_errors(model):
             generate(model, [1, 2], 3, **kwargs)
     with pytest.raises(ValueError, match="prompt_ids is empty"):
         generate(model, [], 3)
-    with pytest.raises(ValueError, match="token ids"):
-        generate(model, [VOCAB + 3], 3)
+    with pytest.raises(ValueError, match=f"prompt_ids: .* token id {VOCAB + 3}, outside"):
+        generate(model, [5, VOCAB + 3], 3)
+    with pytest.raises(ValueError, match="prompt_ids: .* token id -196"):
+        generate_text(model, ShiftedTokenizer(-300), "hi", stop_token=None)
 
 
 def test_generate_script_help(monkeypatch, capsys):

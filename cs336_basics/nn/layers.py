@@ -86,17 +86,64 @@ class SwiGLU(nn.Module):
         return self.w2(silu(self.w1(x)) * self.w3(x))
 
 
-class SiLUFFN(nn.Module):
-    """W2 SiLU(W1 x): the ungated ablation; d_ff defaults to 4 d_model to match SwiGLU's size."""
+def relu_squared(x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
+    """max(x, 0)^2, elementwise (Primer, So et al. 2021)."""
+    return torch.relu(x).square()
 
-    def __init__(self, d_model: int, d_ff: int | None = None, device=None, dtype=None):
+
+class UngatedFFN(nn.Module):
+    """W2 act(W1 x) with act SiLU (the handout's ablation) or ReLU^2 ("relu2", as in Primer and
+    modded-nanogpt); d_ff defaults to 4 d_model, about SwiGLU's parameter count."""
+
+    ACTIVATIONS = {"silu": silu, "relu2": relu_squared}
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int | None = None,
+        activation: str = "silu",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {activation!r}; choose one of {tuple(self.ACTIVATIONS)}"
+            )
         d_ff = 4 * d_model if d_ff is None else d_ff
+        self.activation = activation
         self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
         self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        return self.w2(silu(self.w1(x)))
+        return self.w2(self.ACTIVATIONS[self.activation](self.w1(x)))
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation}"
+
+
+def make_ffn(
+    kind: str, d_model: int, d_ff: int | None = None, device=None, dtype=None
+) -> SwiGLU | UngatedFFN:
+    """The feed-forward net a config's `ffn` names: "swiglu", "silu" or "relu2"."""
+    if kind == "swiglu":
+        return SwiGLU(d_model, d_ff, device=device, dtype=dtype)
+    return UngatedFFN(d_model, d_ff, kind, device=device, dtype=dtype)
+
+
+class ValueEmbedding(Embedding):
+    """One layer's value embedding: scale * table[token], added to that layer's attention values.
+
+    The scale is a learnable scalar that starts at 0, so a model starts exactly as it would
+    without value embeddings; the table learns once the scale has moved off 0.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
+        super().__init__(num_embeddings, embedding_dim, device=device, dtype=dtype)
+        self.scale = nn.Parameter(torch.zeros((), device=device, dtype=dtype))
+
+    def forward(self, token_ids: Int[Tensor, "..."]) -> Float[Tensor, "... d"]:
+        return self.scale * super().forward(token_ids)
 
 
 class RotaryPositionalEmbedding(nn.Module):
