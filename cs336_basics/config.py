@@ -174,22 +174,6 @@ MODEL_DEFAULTS = dict(
 
 SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 
-# ModelConfig belongs to the model code; its options are described here for --help.
-MODEL_HELP = {
-    "vocab_size": "token ids 0..vocab_size-1 (also the size of the BPE tokenizer trained here)",
-    "context_length": "tokens per training sequence (and the longest context at generation)",
-    "d_model": "width of the residual stream",
-    "num_layers": "Transformer blocks",
-    "num_heads": "attention heads (must divide d_model)",
-    "d_ff": "hidden width of the feed-forward net",
-    "rope_theta": "RoPE base",
-    "norm": "RMSNorm before (pre) or after (post) each sublayer, or none",
-    "positions": "rope, or nope (no positional signal)",
-    "ffn": "swiglu, or silu (ungated)",
-    "tie_embeddings": "share the embedding and lm_head weights",
-    "eps": "RMSNorm epsilon",
-}
-
 
 # ---------------------------------------------------------------- type checking
 
@@ -485,7 +469,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig)
         fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
         hints = typing.get_type_hints(SECTIONS[section])
         for key, value in values.items():
-            text = MODEL_HELP.get(key, "") if section == "model" else fields[key].metadata["help"]
+            text = fields[key].metadata["help"]
             if typing.get_origin(hints[key]) is Literal:
                 text += f"; one of {', '.join(typing.get_args(hints[key]))}"
             shown = (

@@ -166,11 +166,26 @@ class Distributed:
     def _guard(self, collective, *args, **kwargs) -> None:
         try:
             collective(*args, **kwargs)
-        except (RuntimeError, dist.DistBackendError) as e:
-            raise RankFailure(
-                f"rank {self.rank}: another rank stopped answering (it crashed, was killed, or "
-                f"is stuck); stopping this one too. ({type(e).__name__}: {str(e).splitlines()[0]})"
-            ) from e
+        except RuntimeError as e:
+            failure = self.peer_failure(e)
+            if failure is None:
+                raise
+            raise failure from e
+
+    def peer_failure(self, e: BaseException) -> "RankFailure | None":
+        """A RankFailure for an error that means another rank is gone (a collective that
+        lost its peer, in ours or in DDP's own reductions), else None."""
+        text = str(e)
+        lost = isinstance(e, dist.DistBackendError) or any(
+            mark in text
+            for mark in ("Connection closed by peer", "Connection reset by peer", "NCCL")
+        )
+        if not (self.enabled and lost):
+            return None
+        return RankFailure(
+            f"rank {self.rank}: another rank stopped answering (it crashed, was killed, or "
+            f"is stuck); stopping this one too. ({type(e).__name__}: {text.splitlines()[0]})"
+        )
 
     def shutdown(self) -> None:
         if self.enabled and dist.is_initialized():

@@ -106,10 +106,11 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def _model_mismatch(saved: dict, wanted: dict) -> list[str]:
+    """The model settings that differ (the attention kernel is free to change on resume)."""
     return [
         f"model.{k}: checkpoint {saved.get(k)!r}, config {v!r}"
         for k, v in wanted.items()
-        if saved.get(k) != v
+        if saved.get(k) != v and k != "attention"
     ]
 
 
@@ -408,6 +409,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         try:
             signals.defer()
             return trainer.fit(signals)
+        except RuntimeError as e:
+            failure = trainer.dist.peer_failure(e)
+            if failure is None:
+                raise
+            raise failure from e
         finally:
             trainer.dist.shutdown()
 
