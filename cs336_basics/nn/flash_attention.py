@@ -7,8 +7,9 @@ output and each query's logsumexp; the backward recomputes the probabilities blo
 in one kernel for dq and one for dk/dv (no atomics). Memory is O(T), not O(T^2).
 
 Head sizes 1..128 (tiles are padded to a power of two of at least 16; 16, 32, 64 and 128 waste
-nothing). bf16, fp16 and fp32 inputs; fp32 products follow `torch.set_float32_matmul_precision`
-(TF32 unless it is "highest"). Any lengths, queries <= keys.
+nothing). bf16, fp16 and fp32 inputs; fp32 products follow `torch.set_float32_matmul_precision`:
+TF32, or float32 accuracy from three TF32 products when it is "highest" (the default); bf16
+is the fast path. Any lengths, queries <= keys.
 
 Runs on CUDA GPUs of compute capability 8.0 or more (Ampere, Hopper, ...), and on CPU tensors
 under Triton's interpreter (`TRITON_INTERPRET=1` set before Triton is first imported), which is
@@ -58,7 +59,7 @@ def flash_attention(
         dtype = torch.get_autocast_dtype(q.device.type)
         q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     _check_inputs(q, k, v)
-    out, _ = torch.ops.cs336.flash_attention_forward(_as_4d(q), _as_4d(k), _as_4d(v))
+    out, _ = _forward(_as_4d(q), _as_4d(k), _as_4d(v))
     return out.reshape(q.shape)
 
 

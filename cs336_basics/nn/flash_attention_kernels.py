@@ -563,7 +563,9 @@ def _shape_args(q: Tensor, k: Tensor) -> dict:
     """Kernel arguments common to the three kernels."""
     num_q, num_k, head_dim = q.shape[-2], k.shape[-2], q.shape[-1]
     sm_scale = head_dim**-0.5
-    fp32_precision = "tf32" if torch.get_float32_matmul_precision() != "highest" else "ieee"
+    # float32 products as torch.matmul's precision setting asks: TF32, or float32 accuracy from
+    # three TF32 products (tensor cores still; plain float32 FMAs spill and crawl).
+    fp32_precision = "tf32" if torch.get_float32_matmul_precision() != "highest" else "tf32x3"
     return {
         "num_q": num_q,
         "num_k": num_k,
