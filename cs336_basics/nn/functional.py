@@ -51,19 +51,28 @@ def causal_attention(
     as the masked general version, but queries go in blocks that skip the keys their causal
     mask would hide (about half of the work and memory at full length), with a hand-written
     backward that keeps only the probabilities.
+
+    Under torch.autocast the inputs are cast to its dtype. Half-precision inputs (bf16, fp16)
+    are computed in float32 (scores, softmax statistics, products and gradient sums, as
+    FlashAttention keeps them) and the output is rounded once, to the inputs' dtype; the saved
+    probabilities stay at the inputs' precision, so their memory does not double.
     """
-    return _CausalAttention.apply(Q, K, V, block_size)
+    if torch.is_autocast_enabled(Q.device.type):
+        dtype = torch.get_autocast_dtype(Q.device.type)
+        Q, K, V = Q.to(dtype), K.to(dtype), V.to(dtype)
+    # Off inside: autocast would round the float32 products below back to its dtype.
+    with torch.autocast(Q.device.type, enabled=False):
+        return _CausalAttention.apply(Q, K, V, block_size)
 
 
 class _CausalAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, block_size: int) -> Tensor:
         num_q, offset = q.shape[-2], k.shape[-2] - q.shape[-2]
-        if torch.is_autocast_enabled(q.device.type):  # one dtype throughout, for the backward too
-            dtype = torch.get_autocast_dtype(q.device.type)
-            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-        # Contiguous once here, not copied by every block's matmul below.
-        q, k, v = (q * q.shape[-1] ** -0.5).contiguous(), k.contiguous(), v.contiguous()
+        dtype, compute = q.dtype, torch.promote_types(q.dtype, torch.float32)
+        # In the compute dtype and contiguous once here, not copied by every block's matmul.
+        q = (q.to(compute) * q.shape[-1] ** -0.5).contiguous()
+        k, v = k.to(compute).contiguous(), v.to(compute).contiguous()
         # Within a block, only the square of keys aligned with its own queries is partly hidden.
         hidden = torch.ones(block_size, block_size, dtype=torch.bool, device=q.device).triu_(1)
         outputs, probs = [], []
@@ -77,20 +86,28 @@ class _CausalAttention(torch.autograd.Function):
             p.sub_(p.amax(-1, keepdim=True)).exp_()  # softmax in place: these scores are ours alone
             p.div_(p.sum(-1, keepdim=True))
             outputs.append(p @ v[..., :seen, :])
-            probs.append(p)
-        out = torch.cat(outputs, dim=-2)
+            probs.append(p.to(dtype))
+        out = torch.cat(outputs, dim=-2).to(dtype)
         ctx.save_for_backward(q, k, v, out, *probs)
         ctx.block_size = block_size
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
-        q, k, v, out, *probs = ctx.saved_tensors  # q is already scaled by 1/sqrt(d_k)
+        with torch.autocast(grad_out.device.type, enabled=False):  # called within autocast too
+            return _CausalAttention._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+        # q, k, v in the compute dtype, q scaled by 1/sqrt(d_k); out and probs in the inputs'.
+        q, k, v, out, *probs = ctx.saved_tensors
         num_q, offset = q.shape[-2], k.shape[-2] - q.shape[-2]
+        grad_out = grad_out.to(q.dtype)
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
         # Softmax backward needs sum_j p_j dp_j per query, which equals sum(grad_out * out) there.
-        row_dot = (grad_out * out).sum(-1, keepdim=True)
+        row_dot = (grad_out * out.to(q.dtype)).sum(-1, keepdim=True)
         for block, p in enumerate(probs):
+            p = p.to(q.dtype)
             start = block * ctx.block_size
             stop = min(start + ctx.block_size, num_q)
             seen = offset + stop
@@ -101,7 +118,7 @@ class _CausalAttention(torch.autograd.Function):
             grad_q[..., start:stop, :] = grad_scores @ k[..., :seen, :]
             grad_k[..., :seen, :] += grad_scores.transpose(-2, -1) @ q[..., start:stop, :]
         grad_q *= q.shape[-1] ** -0.5
-        return grad_q, grad_k, grad_v, None
+        return grad_q, grad_k, grad_v, None  # autograd casts each to its input's dtype
 
 
 def cross_entropy(
