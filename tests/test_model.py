@@ -679,15 +679,18 @@ def test_auto_attention_is_scratch_on_cpu(monkeypatch):
 
 @pytest.mark.parametrize("available", [True, False])
 def test_attention_dispatch_to_the_triton_module(monkeypatch, available):
-    """ "triton" calls the module's flash_attention; "auto" does where it says it is available."""
+    """ "triton" calls the module's flash_attention; "auto" picks it on a CUDA device where
+    it says it is available, and never on the CPU (where it would run in the interpreter)."""
     module, calls = fake_flash_module(available)
     install_flash_module(monkeypatch, module)
     ids = torch.randint(0, VOCAB, (2, SEQ))
     lm(attention="triton")(ids)
     assert len(calls) == LAYERS
     out = lm(attention="auto")(ids)
-    assert len(calls) == LAYERS * (2 if available else 1)
-    assert transformer.auto_attention(torch.device("cpu")) == ("triton" if available else "scratch")
+    assert len(calls) == LAYERS
+    assert transformer.auto_attention(torch.device("cpu")) == "scratch"
+    cuda = transformer.auto_attention(torch.device("cuda"))
+    assert cuda == ("triton" if available else "scratch")
     close(out, lm(attention="scratch")(ids))
 
 

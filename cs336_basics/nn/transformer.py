@@ -205,11 +205,14 @@ _AUTO_ATTENTION: dict[torch.device, str] = {}
 
 @torch.compiler.assume_constant_result  # torch.compile takes the answer as a constant
 def auto_attention(device: torch.device) -> str:
-    """What attention="auto" means on `device`: "triton" where the Triton kernel says it may
-    be picked there, else "scratch". Decided once per device."""
+    """What attention="auto" means on `device`: "triton" on a CUDA GPU the Triton kernel
+    supports, else "scratch" (on CPU the kernel runs only under Triton's slow interpreter,
+    which is for checking it, not for training). Decided once per device."""
     if device not in _AUTO_ATTENTION:
         try:
-            available = _flash_attention_module().flash_attention_available(device)
+            available = device.type == "cuda" and (
+                _flash_attention_module().flash_attention_available(device)
+            )
         except ImportError:
             available = False
         _AUTO_ATTENTION[device] = "triton" if available else "scratch"
@@ -226,8 +229,8 @@ class MultiHeadSelfAttention(nn.Module):
     `cs336_basics.nn.functional.causal_attention`; "triton" is
     `cs336_basics.nn.flash_attention.flash_attention`; "sdpa" is torch's
     scaled_dot_product_attention (`sdpa_causal_attention`, a peer outside the from-scratch
-    rule); "auto" is triton where that module's `flash_attention_available(device)` says so,
-    else scratch.
+    rule); "auto" is triton on a CUDA GPU where that module's `flash_attention_available`
+    says so, else scratch.
     """
 
     def __init__(
