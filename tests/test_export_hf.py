@@ -23,7 +23,7 @@ from cs336_basics.nn.layers import RotaryPositionalEmbedding
 from cs336_basics.nn.transformer import ModelConfig, TransformerLM
 from cs336_basics.tokenizer.bpe import train_bpe
 from cs336_basics.tokenizer.tokenizer import Tokenizer
-from cs336_basics.training.trainer import train
+from cs336_basics.training.trainer import load_trained_model, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECIALS = ["<|endoftext|>", "<|pad|>", "<|endoftext|><|endoftext|>"]
@@ -187,9 +187,7 @@ def _train_tiny(tmp_path: Path, data: dict[str, object], **model) -> Path:
 
 
 @pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
-def test_trained_checkpoint_exports_through_the_script(tmp_path, data_overrides, tie):
-    from cs336_basics.training.trainer import load_trained_model
-
+def test_trained_checkpoint_exports_through_the_script(tmp_path, data_overrides, tokenizer, tie):
     run_dir = _train_tiny(tmp_path, data_overrides, tie_embeddings=tie)
     out = tmp_path / "hf"
     export_script = _load_script("export_hf")
@@ -207,6 +205,13 @@ def test_trained_checkpoint_exports_through_the_script(tmp_path, data_overrides,
     hf_tokenizer = AutoTokenizer.from_pretrained(out)
     assert [hf_tokenizer.encode(t) for t in TEXTS] == [ours.encode(t) for t in TEXTS]
 
+    other = tmp_path / "other_tokenizer"
+    other.mkdir()
+    tokenizer.save(other / "vocab.json", other / "merges.txt")  # 420 ids: too many
+    with pytest.raises(SystemExit, match="ids up to 419"):
+        export_script.main(
+            ["--checkpoint", str(run_dir), "--out", str(out), "--tokenizer-dir", str(other)]
+        )
     with pytest.raises(SystemExit, match="not empty.*--overwrite"):
         export_script.main(["--checkpoint", str(run_dir), "--out", str(out)])
     export_script.main(
@@ -214,7 +219,8 @@ def test_trained_checkpoint_exports_through_the_script(tmp_path, data_overrides,
     )
     config = json.loads((out / "config.json").read_text())
     assert config["torch_dtype"] == "bfloat16"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "runs"]  # no staging left
+    # No staging folder left behind, by the failed exports either.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "other_tokenizer", "runs"]
 
 
 def test_hf_tokenizer_gives_our_ids(tmp_path, tokenizer):
