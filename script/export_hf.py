@@ -5,9 +5,9 @@
 The folder (config.json, generation_config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json) loads with no custom code:
   AutoModelForCausalLM.from_pretrained("hf/demo"), AutoTokenizer.from_pretrained("hf/demo")
-and so in lm-evaluation-harness and vLLM. Models with a switch Llama cannot express
-(post-norm, no norm, NoPE, a SiLU or ReLU^2 FFN, QK-norm, logit soft-capping, value
-embeddings) are refused with the switch named.
+which is the format lm-evaluation-harness and vLLM read. Models with a switch that Llama
+cannot express (post-norm, no norm, NoPE, a SiLU or ReLU^2 FFN, QK-norm, logit soft-capping,
+value embeddings) are refused with the switch named.
 """
 
 import argparse

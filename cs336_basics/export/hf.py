@@ -1,6 +1,7 @@
 """A trained model and its tokenizer as a Hugging Face folder that transformers loads with no
 custom code (`AutoModelForCausalLM.from_pretrained(out)`, `AutoTokenizer.from_pretrained(out)`),
-and so do the tools built on it (lm-evaluation-harness, vLLM, the Hub):
+the format that lm-evaluation-harness, vLLM and the Hub take (the tests load it with
+transformers and tokenizers; those tools are not run here):
 
     out/
       config.json             a LlamaForCausalLM of the same shape (see export/llama.py)
