@@ -1,60 +1,88 @@
-"""Downloader against a local HTTP server that honours Range (no real network)."""
+"""Downloads through huggingface_hub against a local server that answers the Hub's
+`resolve` endpoint (no real network), and the document split of a downloaded text."""
 
+import errno
 import gzip
+import hashlib
 import http.server
+import importlib.util
 import random
 import re
 import socket
 import threading
+from collections import namedtuple
+from pathlib import Path
 
 import pytest
+from huggingface_hub import constants
 
-from cs336_basics.download import DownloadError, Source, download, fetch
+import cs336_basics.download as dl
+from cs336_basics.download import (
+    DATASETS,
+    TINYSTORIES_VALID,
+    DownloadError,
+    fetch,
+    fetch_dataset,
+    fetch_tinystories_valid,
+    split_documents,
+)
 
+ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = random.Random(0).randbytes(300_000)
+OWT_TEXT = b"an OpenWebText line\n" * 5_000
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-class RangeHandler(http.server.BaseHTTPRequestHandler):
-    """Serves `server.files[path]`, honouring `Range: bytes=N-`; can cut the first reply short."""
+class FakeHub(http.server.BaseHTTPRequestHandler):
+    """HEAD and GET on /datasets/<repo>/resolve/main/<file> with what hf_hub_download reads:
+    ETag, X-Repo-Commit, Content-Length, and Range / Content-Range on GET. It can cut its
+    first GET body short (`cut_after`) or serve a body shorter than announced (`short_by`)."""
+
+    def do_HEAD(self):
+        self._answer(head=True)
 
     def do_GET(self):
+        self._answer(head=False)
+
+    def _answer(self, head: bool):
         srv = self.server
-        srv.ranges.append(self.headers.get("Range"))
-        body = srv.files.get(self.path)
+        srv.requests.append((self.command, self.headers.get("Range")))
+        m = re.fullmatch(r"/datasets/(.+)/resolve/main/(.+)", self.path)
+        body = srv.files.get(f"{m[1]}/{m[2]}") if m else None
         if body is None:
-            self.send_error(404)
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
-        start = 0
-        if m := re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or ""):
-            start = int(m.group(1))
-            if start >= len(body):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
+        self.send_response(200 if head or not self.headers.get("Range") else 206)
+        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+        self.send_header("X-Repo-Commit", COMMIT)
+        if head:
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return
+        body = body[: len(body) - srv.short_by]
+        start = int(re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "bytes=0-")[1])
+        if start:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
-        if srv.cut_after is not None:  # announce everything, send only part, hang up
-            cut, srv.cut_after = srv.cut_after, None
-            self.wfile.write(body[start : start + cut])
-            self.close_connection = True
-            return
-        self.wfile.write(body[start:])
+        cut, srv.cut_after = srv.cut_after, None
+        self.wfile.write(body[start : None if cut is None else start + cut])
 
     def log_message(self, *args):
         pass
 
 
 @pytest.fixture
-def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    srv.files = {"/file.bin": PAYLOAD, "/file.txt.gz": gzip.compress(b"hello\n" * 1000)}
-    srv.ranges, srv.cut_after = [], None
+def hub():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    srv.files = {
+        f"{TINYSTORIES_VALID.repo_id}/{TINYSTORIES_VALID.remote}": PAYLOAD,
+        "stanford-cs336/owt-sample/owt_valid.txt.gz": gzip.compress(OWT_TEXT),
+        "stanford-cs336/owt-sample/owt_train.txt.gz": gzip.compress(OWT_TEXT[:1000]),
+    }
+    srv.requests, srv.cut_after, srv.short_by = [], None, 0
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv, f"http://127.0.0.1:{srv.server_address[1]}"
@@ -62,62 +90,175 @@ def server():
     srv.server_close()
 
 
-def test_download_whole_file(server, tmp_path):
-    srv, base = server
-    out = download(f"{base}/file.bin", tmp_path / "f.bin", progress=False)
-    assert out.read_bytes() == PAYLOAD
-    assert not (tmp_path / "f.bin.part").exists()
-    assert srv.ranges == [None]
-
-
-def test_resumes_partial_part_file_with_range(server, tmp_path):
-    srv, base = server
-    (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:123_456])
-    out = download(f"{base}/file.bin", tmp_path / "f.bin", progress=False)
-    assert out.read_bytes() == PAYLOAD
-    assert srv.ranges == ["bytes=123456-"]
-
-
-def test_short_read_is_retried_from_where_it_stopped(server, tmp_path):
-    srv, base = server
-    srv.cut_after = 100_000
-    out = download(f"{base}/file.bin", tmp_path / "f.bin", retry_wait=0, progress=False)
-    assert out.read_bytes() == PAYLOAD
-    assert srv.ranges == [None, "bytes=100000-"]
-
-
-def test_short_read_without_retries_keeps_part_and_says_so(server, tmp_path):
-    srv, base = server
-    srv.cut_after = 50_000
-    with pytest.raises(DownloadError, match="run again to resume"):
-        download(f"{base}/file.bin", tmp_path / "f.bin", retries=0, progress=False)
-    assert (tmp_path / "f.bin.part").read_bytes() == PAYLOAD[:50_000]
-    assert not (tmp_path / "f.bin").exists()
-
-
-def test_complete_part_file_is_finished_on_416(server, tmp_path):
-    srv, base = server
-    (tmp_path / "f.bin.part").write_bytes(PAYLOAD)
-    assert download(f"{base}/file.bin", tmp_path / "f.bin", progress=False).read_bytes() == PAYLOAD
-
-
-def test_http_error_is_reported(server, tmp_path):
-    _, base = server
-    with pytest.raises(DownloadError, match="HTTP 404"):
-        download(f"{base}/missing", tmp_path / "m", progress=False)
-
-
-def test_gzipped_source_is_decompressed(server, tmp_path):
-    _, base = server
-    out = fetch(Source(f"{base}/file.txt.gz", "file.txt", gzipped=True), tmp_path, progress=False)
-    assert out.read_bytes() == b"hello\n" * 1000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
-
-
-def test_connection_refused_gives_clear_error(tmp_path):
-    with socket.socket() as s:  # a port that nothing listens on
+@pytest.fixture
+def refused() -> str:
+    """The address of a port that nothing listens on."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with pytest.raises(DownloadError, match="cannot reach 127.0.0.1.*online"):
-        download(f"http://127.0.0.1:{port}/x", tmp_path / "x", progress=False)
-    assert list(tmp_path.iterdir()) == []
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _visible(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != ".cache")
+
+
+def test_download_lands_under_its_own_name(hub, tmp_path):
+    srv, endpoint = hub
+    path = fetch(TINYSTORIES_VALID, tmp_path, endpoint=endpoint, progress=False)
+    assert path == tmp_path / "TinyStoriesV2-GPT4-valid.txt"
+    assert path.read_bytes() == PAYLOAD
+    assert _visible(tmp_path) == ["TinyStoriesV2-GPT4-valid.txt"]
+    assert [method for method, _ in srv.requests] == ["HEAD", "HEAD", "GET"]  # ours, the library's
+    # A file in place is done: no request at all.
+    assert fetch(TINYSTORIES_VALID, tmp_path, endpoint=endpoint, progress=False) == path
+    assert len(srv.requests) == 3
+
+
+def test_dropped_transfer_resumes_where_it_stopped(monkeypatch, hub, tmp_path):
+    """The library writes what it received in chunks (10 MiB; 16 KiB here), so it resumes
+    from the last whole chunk before the cut."""
+    srv, endpoint = hub
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1 << 14)
+    srv.cut_after = 100_000
+    path = fetch(TINYSTORIES_VALID, tmp_path, endpoint=endpoint, progress=False)
+    assert path.read_bytes() == PAYLOAD
+    [first, second] = [r for r in srv.requests if r[0] == "GET"]
+    assert first == ("GET", None)
+    assert 100_000 - (1 << 14) <= int(re.fullmatch(r"bytes=(\d+)-", second[1])[1]) <= 100_000
+
+
+def test_file_shorter_than_announced_is_an_error_and_not_kept(hub, tmp_path):
+    srv, endpoint = hub
+    srv.short_by = 1_000
+    with pytest.raises(DownloadError, match="size 300000 but has size 299000.*Nothing was kept"):
+        fetch(TINYSTORIES_VALID, tmp_path, endpoint=endpoint, progress=False)
+    assert _visible(tmp_path) == []
+    assert not list(tmp_path.rglob("*.incomplete"))
+
+
+def test_gzipped_files_are_decompressed(hub, tmp_path):
+    _, endpoint = hub
+    paths = fetch_dataset("owt", tmp_path, endpoint=endpoint, progress=False)
+    assert [p.name for p in paths] == ["owt_train.txt", "owt_valid.txt"]
+    assert paths[1].read_bytes() == OWT_TEXT and paths[0].read_bytes() == OWT_TEXT[:1000]
+    assert _visible(tmp_path) == ["owt_train.txt", "owt_valid.txt"]  # the .gz files are gone
+    assert [s.filename for s in DATASETS["owt"]] == ["owt_train.txt", "owt_valid.txt"]
+
+
+def test_truncated_gzip_is_removed_with_a_clear_error(hub, tmp_path):
+    srv, endpoint = hub
+    srv.files["stanford-cs336/owt-sample/owt_valid.txt.gz"] = gzip.compress(OWT_TEXT)[:-100]
+    with pytest.raises(DownloadError, match="owt_valid.txt.gz is not a whole gzip file"):
+        fetch(DATASETS["owt"][1], tmp_path, endpoint=endpoint, progress=False)
+    assert _visible(tmp_path) == []
+
+
+def test_offline_is_a_clear_error_at_once(refused, tmp_path):
+    with pytest.raises(DownloadError, match=r"cannot reach http://127.0.0.1:\d+ .*online"):
+        fetch(TINYSTORIES_VALID, tmp_path, endpoint=refused, progress=False)
+    assert _visible(tmp_path) == []
+
+
+def test_hf_hub_offline_is_named(monkeypatch, hub, tmp_path):
+    _, endpoint = hub
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DownloadError, match="HF_HUB_OFFLINE is set"):
+        fetch(TINYSTORIES_VALID, tmp_path, endpoint=endpoint, progress=False)
+
+
+def test_missing_file_is_reported(hub, tmp_path):
+    _, endpoint = hub
+    with pytest.raises(DownloadError, match="404"):
+        fetch(dl.Source("nobody/nothing", "x.txt"), tmp_path, endpoint=endpoint, progress=False)
+
+
+def test_too_little_disk_space_is_refused_before_downloading(monkeypatch, hub, tmp_path):
+    srv, endpoint = hub
+    monkeypatch.setattr(dl, "disk_usage", lambda _: namedtuple("Usage", "free")(free=1_000))
+    with pytest.raises(DownloadError, match="0 MB free; free some space"):
+        fetch(TINYSTORIES_VALID, tmp_path, endpoint=endpoint, progress=False)
+    assert [method for method, _ in srv.requests] == ["HEAD"]
+
+
+def test_disk_full_during_download_is_named(monkeypatch, hub, tmp_path):
+    _, endpoint = hub
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dl, "hf_hub_download", full)
+    with pytest.raises(DownloadError, match="is full; free some space"):
+        fetch(TINYSTORIES_VALID, tmp_path, endpoint=endpoint, progress=False)
+
+
+def test_fetch_tinystories_valid(hub, tmp_path):
+    srv, endpoint = hub
+    said = []
+    path = fetch_tinystories_valid(tmp_path, endpoint=endpoint, progress=False, say=said.append)
+    assert path.read_bytes() == PAYLOAD and said == []
+
+
+def test_fetch_tinystories_valid_offline_says_why_in_one_line(refused, tmp_path):
+    said = []
+    assert fetch_tinystories_valid(tmp_path, endpoint=refused, say=said.append) is None
+    [line] = said
+    assert "cannot reach" in line and "\n" not in line
+    # A file already in place needs no network.
+    (tmp_path / TINYSTORIES_VALID.filename).write_text("a story")
+    assert (
+        fetch_tinystories_valid(tmp_path, endpoint=refused) == tmp_path / TINYSTORIES_VALID.filename
+    )
+
+
+def test_fetch_tinystories_valid_gives_up_on_a_silent_hub(tmp_path):
+    with socket.socket() as s:  # accepts connections (the kernel's backlog), never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        said = []
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+        assert fetch_tinystories_valid(tmp_path, 0.3, endpoint=endpoint, say=said.append) is None
+    assert "cannot reach" in said[0]
+
+
+def _docs(n: int) -> list[str]:
+    rng = random.Random(n)
+    return [
+        f"\nstory {i}: " + "é words\r\n" * rng.randrange(1, 4) + "\n<|endoftext|>" for i in range(n)
+    ]
+
+
+def test_split_documents_is_even_whole_and_deterministic(tmp_path):
+    docs = _docs(95)
+    (tmp_path / "all.txt").write_text("".join(docs) + "\n  \n", encoding="utf-8", newline="")
+    counts = split_documents(tmp_path / "all.txt", tmp_path / "t.txt", tmp_path / "v.txt")
+    assert counts == (86, 9)
+    valid = [d for i, d in enumerate(docs) if i % 10 == 9]
+    train = [d for i, d in enumerate(docs) if i % 10 != 9]
+    assert (tmp_path / "v.txt").read_bytes().decode() == "".join(valid)
+    assert (tmp_path / "t.txt").read_bytes().decode() == "".join(train)
+
+
+def test_documents_are_found_across_read_chunks(tmp_path):
+    docs = _docs(30)
+    (tmp_path / "all.txt").write_text("".join(docs) + "a last one", encoding="utf-8", newline="")
+    for chunk in (5, 13, 1 << 20):
+        found = list(dl._documents(tmp_path / "all.txt", "<|endoftext|>", chunk_chars=chunk))
+        assert found == docs + ["a last one"]
+
+
+def test_split_documents_refuses_too_few_documents(tmp_path):
+    (tmp_path / "all.txt").write_text("".join(_docs(5)), encoding="utf-8")
+    with pytest.raises(ValueError, match="5 documents.*too few"):
+        split_documents(tmp_path / "all.txt", tmp_path / "t.txt", tmp_path / "v.txt")
+    assert _visible(tmp_path) == ["all.txt"]
+
+
+def test_script_fetches_and_exits_with_the_error(hub, refused, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("download_data", ROOT / "script/download_data.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    _, endpoint = hub
+    script.main(["--only", "owt", "--out", str(tmp_path), "--endpoint", endpoint])
+    assert "owt_valid.txt  (0.1 MB)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="error: cannot reach"):
+        script.main(["--only", "tinystories", "--out", str(tmp_path), "--endpoint", refused])
