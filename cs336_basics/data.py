@@ -26,8 +26,9 @@ def _check_window_args(dataset: npt.ArrayLike, batch_size: int, context_length: 
             f"batch_size and context_length must be >= 1, got {batch_size} and {context_length}"
         )
     if len(dataset) < context_length + 1:
+        name = getattr(dataset, "filename", None) or "dataset"
         raise ValueError(
-            f"dataset has {len(dataset)} tokens; a window of context_length={context_length} needs "
+            f"{name} has {len(dataset)} tokens; a window of context_length={context_length} needs "
             f"at least {context_length + 1} (inputs plus the next-token target). Use more data "
             "or a shorter context."
         )
@@ -121,6 +122,12 @@ def load_tokens(path: str | os.PathLike, dtype: npt.DTypeLike | None = None) -> 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"token file {path} does not exist; tokenize the corpus first")
+    if _looks_like_text(path):
+        raise ValueError(
+            f"{path} holds text, not token ids. Tokenize it first (uv run python "
+            f"script/tokenize_and_bin.py --input {path} ...), or name it as data.train_text / "
+            "data.val_text so that the run tokenizes it."
+        )
     if path.suffix == ".npy":
         try:
             tokens = np.load(path, mmap_mode="r")
@@ -141,7 +148,21 @@ def load_tokens(path: str | os.PathLike, dtype: npt.DTypeLike | None = None) -> 
         tokens = np.memmap(path, dtype=dtype, mode="r")
     if not np.issubdtype(tokens.dtype, np.integer):
         raise ValueError(f"{path} holds {tokens.dtype} values; token ids must be integers")
+    if len(tokens) == 0:
+        raise ValueError(f"{path} holds no tokens; was it made from an empty text?")
     return tokens
+
+
+def _looks_like_text(path: Path, sample_bytes: int = 4096) -> bool:
+    """True for a file that starts with printable UTF-8 (a .npy starts with b"\x93NUMPY"; raw
+    uint16 ids almost always hold NUL or other control bytes within their first few KB)."""
+    with open(path, "rb") as f:
+        head = f.read(sample_bytes)
+    try:
+        text = head.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as e:  # a multi-byte character cut at the end of the sample
+        text = head[: e.start].decode("utf-8") if e.start > len(head) - 4 else ""
+    return len(text) > 0 and all(c.isprintable() or c in "\n\r\t" for c in text)
 
 
 def check_token_range(tokens: npt.ArrayLike, vocab_size: int, chunk_size: int = 1 << 24) -> None:

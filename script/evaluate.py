@@ -12,11 +12,14 @@ the model's context length; accuracy by loss per byte of the ending is printed a
 import argparse
 import sys
 
+import torch
+
 from cs336_basics.data import check_token_range, load_tokens
 from cs336_basics.hellaswag import Example, load_examples, score_examples
 from cs336_basics.nn.functional import perplexity
 from cs336_basics.tokenizer_stats import load_tokenizer
 from cs336_basics.training.evaluation import estimate_loss
+from cs336_basics.training.prepare import check_vocab_size
 from cs336_basics.training.trainer import load_trained_model
 
 
@@ -63,12 +66,24 @@ def main() -> None:
         "--batch-size", type=int, default=32, help="sequences per forward pass (default: 32)"
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: cuda > mps > cpu)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: one per core; 1 is often faster for a small model "
+        "on a machine shared with other work)",
+    )
     args = parser.parse_args()
     if not (args.tokens or args.hellaswag):
         parser.error("nothing to do: give --tokens and/or --hellaswag")
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         model, cfg = load_trained_model(args.checkpoint, device=args.device)
+        tokenizer_dir = args.tokenizer or cfg.data.tokenizer_dir
+        if args.hellaswag:
+            check_vocab_size(tokenizer_dir, cfg.model.vocab_size)
         device = next(model.parameters()).device
         context_length = cfg.model.context_length
         print(
@@ -90,9 +105,7 @@ def main() -> None:
             )
             print(f"{args.tokens}: loss {loss:.4f} nats/token, perplexity {perplexity(loss):.2f}")
         if args.hellaswag:
-            tokenizer = load_tokenizer(
-                args.tokenizer or cfg.data.tokenizer_dir, cfg.data.special_tokens
-            )
+            tokenizer = load_tokenizer(tokenizer_dir, cfg.data.special_tokens)
             examples = load_examples(args.hellaswag, args.limit)
             if args.lowercase:
                 examples = [

@@ -15,8 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from cs336_basics.generation import generate_text
 from cs336_basics.tokenizer_stats import load_tokenizer
+from cs336_basics.training.prepare import check_vocab_size
 from cs336_basics.training.trainer import load_trained_model
 
 
@@ -81,6 +84,13 @@ def parse_args() -> argparse.Namespace:
         help="special token that ends a sample; '' = none (default: %(default)s)",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: cuda > mps > cpu)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch; one token at a time is small work, which more threads "
+        "slow down on a busy machine (default: 1; 0: one per core)",
+    )
     return p.parse_args()
 
 
@@ -92,17 +102,21 @@ def main() -> None:
             raise FileNotFoundError(
                 f"checkpoint {args.checkpoint} not found; give a checkpoint file or a run folder"
             )
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
         model, cfg = load_trained_model(args.checkpoint, device=args.device)
         tokenizer_dir = args.tokenizer_dir or cfg.data.tokenizer_dir
+        check_vocab_size(tokenizer_dir, cfg.model.vocab_size)
         tokenizer = load_tokenizer(tokenizer_dir, cfg.data.special_tokens)
         device = next(model.parameters()).device
         print(
             f"model: {args.checkpoint} ({sum(p.numel() for p in model.parameters()):,} parameters, "
             f"context {cfg.model.context_length}) on {device}; tokenizer: {tokenizer_dir}"
         )
+        top_k = f", top-k {args.top_k}" if args.top_k else ""
         print(
-            f"sampling {args.num_samples} x up to {args.max_new_tokens} tokens: temperature {args.temperature}, "
-            f"top-p {args.top_p}, top-k {args.top_k}, seed {seed}"
+            f"sampling {args.num_samples} x up to {args.max_new_tokens} tokens: temperature "
+            f"{args.temperature}, top-p {args.top_p}{top_k}, seed {seed}"
         )
         start = time.perf_counter()
         completions = generate_text(

@@ -1,6 +1,6 @@
 """Layer-norm ablation: the pre-norm baseline against the same model with every RMSNorm removed,
 at the base learning rate and at a lower one (the handout asks whether a lower rate restores
-stability). Writes pics/<name>.png and pics/<name>.md.
+stability). Writes runs/<name>/<name>.png and .md (--pics pics: into pics/).
 
   uv run python script/layer_norm_ablation.py --budget-minutes 10
 """

@@ -1,7 +1,8 @@
 """Learning-rate sweep: the same model trained at each peak learning rate, divergent ones included.
 
 The cosine schedule's floor keeps the base min_lr/lr ratio at every learning rate.
-Writes pics/<name>.png (validation loss vs steps and vs wall-clock) and pics/<name>.md.
+Writes runs/<name>/<name>.png (validation loss vs steps and vs wall-clock) and .md beside its
+runs (--pics pics: into pics/, for the README).
 
   uv run python script/learning_rate_experiment.py --budget-minutes 15
 """

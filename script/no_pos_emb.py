@@ -1,5 +1,5 @@
 """RoPE vs NoPE: the same model with rotary position embeddings (the baseline) or with no
-position information at all (causal attention alone). Writes pics/<name>.png and .md.
+position information at all (causal attention alone). Writes runs/<name>/<name>.png and .md.
 
   uv run python script/no_pos_emb.py --budget-minutes 8
 """

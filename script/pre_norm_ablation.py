@@ -1,5 +1,5 @@
 """Pre-norm vs post-norm: the same model with RMSNorm before each sublayer (the baseline) or
-after each residual addition, as in the original Transformer. Writes pics/<name>.png and .md.
+after each residual addition, as in the original Transformer. Writes runs/<name>/<name>.png and .md.
 
   uv run python script/pre_norm_ablation.py --budget-minutes 8
 """

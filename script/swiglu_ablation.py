@@ -1,6 +1,6 @@
 """SwiGLU vs SiLU: the baseline's gated SwiGLU feed-forward net against a plain SiLU net,
 W2 SiLU(W1 x), with d_ff = 4 d_model, so that both have about the same parameters when the
-baseline's d_ff is about 8/3 d_model. Writes pics/<name>.png and .md.
+baseline's d_ff is about 8/3 d_model. Writes runs/<name>/<name>.png and .md.
 
   uv run python script/swiglu_ablation.py --budget-minutes 8
 """

@@ -71,7 +71,7 @@ def test_sweep_trains_plots_tables_and_records_divergence(tiny_config, tmp_path,
     ok, absurd = outcomes
     assert ok.status == "ok"
     assert ok.result.steps == 12 and ok.result.final_val_loss < ok.result.metrics[0]["val_loss"]
-    assert ok.result.run_dir == tmp_path / "runs" / "toy-lr_1e-2"
+    assert ok.result.run_dir == tmp_path / "runs" / "toy" / "lr_1e-2"
     assert absurd.result.diverged and absurd.status == "NaN/inf"
 
     png, md = tmp_path / "pics" / "toy.png", tmp_path / "pics" / "toy.md"
@@ -102,7 +102,7 @@ def test_reuse_reads_back_a_finished_run_with_the_same_config(tiny_config, tmp_p
     assert same.result.run_dir == first.result.run_dir
     assert same.result.final_val_loss == first.result.final_val_loss
     assert same.result.metrics == first.result.metrics
-    assert trained == [tmp_path / "runs" / "two-other_lr"]  # a different config is trained
+    assert trained == [tmp_path / "runs" / "two" / "other_lr"]  # a different config is trained
 
 
 def test_budget_sets_steps_from_probe_throughput(tiny_config, tmp_path, monkeypatch):
@@ -116,7 +116,7 @@ def test_budget_sets_steps_from_probe_throughput(tiny_config, tmp_path, monkeypa
     monkeypatch.setattr(sweep, "train", fake_train)
     # 0.8 * 600 s / 3 runs * 1000 tok/s / (8 x 16 tokens per step) = 1250 steps
     assert sweep.steps_for_budget(tiny_config, 600, 3, "b") == 1250
-    assert probes[0].total_steps == 10 and probes[0].training.run_name == "b-probe"
+    assert probes[0].total_steps == 10 and probes[0].run_dir.parts[-2:] == ("b", "probe")
 
 
 def test_out_of_memory_is_recorded_and_can_end_the_series(tiny_config, tmp_path, monkeypatch):
@@ -220,3 +220,18 @@ def test_script_runs_from_the_command_line():
         timeout=60,
     ).stdout
     assert "--only" in out and "tinystories" in out
+
+
+def test_sweep_writes_its_own_folder_and_checks_outputs_first(tiny_config, tmp_path, monkeypatch):
+    """By default the plot and table go beside the runs, never into tracked folders; an output
+    folder that cannot be written stops the sweep before its first run."""
+    monkeypatch.chdir(tmp_path)
+    outcomes = run_sweep(tiny_config, {"a": {}}, "mine", progress=False)
+    sweep_dir = tmp_path / "runs" / "mine"
+    assert outcomes[0].result.run_dir == sweep_dir / "a"
+    assert (sweep_dir / "mine.md").exists() and (sweep_dir / "mine.png").exists()
+    assert not (tmp_path / "pics").exists()
+    (tmp_path / "blocker").write_text("a file")
+    monkeypatch.setattr(sweep, "train", lambda cfg, progress=True: pytest.fail("a run started"))
+    with pytest.raises(OSError, match="is a file, not a directory"):
+        run_sweep(tiny_config, {"a": {}}, "late", tmp_path / "blocker" / "pics", progress=False)

@@ -63,13 +63,15 @@ def tokenizer_size(tokenizer_dir: str | os.PathLike | None) -> int | None:
 
 
 def check_vocab_size(tokenizer_dir: str | os.PathLike | None, vocab_size: int) -> None:
-    """A model must have exactly one embedding row per id of its tokenizer."""
+    """A model has exactly one embedding row per id of its tokenizer: a mismatch means the
+    two belong to different runs (checked before any work is done)."""
     size = tokenizer_size(tokenizer_dir)
     if size is not None and size != vocab_size:
         raise ValueError(
-            f"the tokenizer in {tokenizer_dir} has {size:,} ids, but model.vocab_size is "
-            f"{vocab_size:,}. Use --model.vocab_size {size} (on the command line it may be left "
-            "out: it defaults to the tokenizer's size), or point data.tokenizer_dir elsewhere."
+            f"the tokenizer in {tokenizer_dir} has {size:,} ids, but the model's vocab_size is "
+            f"{vocab_size:,}: they do not belong together. Use the tokenizer the model was trained "
+            f"with; to train a model for this tokenizer, use --model.vocab_size {size} (on "
+            "script/train.py's command line it may be left out: it defaults to the tokenizer's size)."
         )
 
 

@@ -3,11 +3,13 @@
 Every experiment driver in `script/` (learning rate, batch size, the ablations) is a base
 config plus `{label: overrides}`; this module runs them one after another, records a run
 that diverges or runs out of memory instead of stopping the series, and writes
-`pics/<name>.png` (validation loss vs steps and vs wall-clock) and `pics/<name>.md`.
+`<out_dir>/<name>/<name>.png` (validation loss vs steps and vs wall-clock) and `.md`, beside
+the runs (or in pics/ when asked, for the README).
 """
 
 import argparse
 import math
+import os
 import re
 import statistics
 from collections.abc import Mapping
@@ -61,7 +63,7 @@ def steps_for_budget(
 ) -> int:
     """How many steps of `cfg` fit `budget_s` seconds split over `num_runs` runs.
 
-    Times a short probe run (`runs/<name>-probe`) for its training throughput and keeps a
+    Times a short probe run (`<out_dir>/<name>/probe`) for its training throughput and keeps a
     fifth of the budget for evaluation, data preparation and start-up.
     """
     probe = with_overrides(
@@ -70,7 +72,8 @@ def steps_for_budget(
             **short_run_overrides(cfg, probe_steps),
             "training.log_interval": 1,
             "training.eval_batches": 1,
-            "training.run_name": f"{name}-probe",
+            "training.out_dir": str(Path(cfg.training.out_dir) / name),
+            "training.run_name": "probe",
             "training.overwrite": True,
             "training.resume": False,
         },
@@ -94,10 +97,11 @@ def _identity(cfg: TrainConfig) -> dict:
 
 
 def find_finished_run(cfg: TrainConfig) -> TrainResult | None:
-    """A run folder next to `cfg.run_dir` trained with the same config (its name aside) to its
-    last step, as a TrainResult read back from its logs; None if there is none."""
+    """A run of any sweep beside `cfg.run_dir`'s (`<out_dir>/<sweep>/<label>`) trained with the
+    same config (where it was written aside) to its last step, as a TrainResult read back from
+    its logs; None if there is none."""
     want = _identity(cfg)
-    for config_file in sorted(Path(cfg.training.out_dir).glob("*/config.toml")):
+    for config_file in sorted(Path(cfg.training.out_dir).parent.glob("*/*/config.toml")):
         run_dir = config_file.parent
         try:
             if _identity(load_config(config_file)) != want:
@@ -121,7 +125,7 @@ def run_sweep(
     base: TrainConfig,
     runs: Mapping[str, Mapping[str, Any]],
     name: str,
-    pics_dir: str | Path = "pics",
+    report_dir: str | Path | None = None,
     title: str = "",
     progress: bool = True,
     stop_after_oom: bool = False,
@@ -129,17 +133,22 @@ def run_sweep(
 ) -> list[RunOutcome]:
     """Train `base` with each `runs[label]` overrides, then write the plot and table.
 
-    Runs go to `<base out_dir>/<name>-<label>`, replacing an earlier sweep's run of the same
-    name. All configs are built (and validated) before the first run starts. An out-of-memory
+    The sweep has its own folder, `<base out_dir>/<name>/`: each run in `<label>/` there
+    (replacing an earlier sweep's run of the same label), the plot and table beside them, or in
+    `report_dir` when given (e.g. pics/ for the README). Every config is built and validated,
+    and every output folder checked writable, before the first run starts. An out-of-memory
     run is recorded and, with `stop_after_oom`, ends the series (the larger sizes that follow
-    would fail too). With `reuse`, a run whose config matches a finished run in the same
-    out_dir (e.g. the baseline shared by several ablations) is read back instead of trained.
+    would fail too). With `reuse`, a run whose config matches a finished run of any sweep
+    under the same out_dir (e.g. the baseline shared by several ablations) is read back
+    instead of trained.
     """
+    sweep_dir = Path(base.training.out_dir) / name
     configs = {
         label: with_overrides(
             base,
             {
-                "training.run_name": f"{name}-{_slug(label)}",
+                "training.out_dir": str(sweep_dir),
+                "training.run_name": _slug(label),
                 "training.overwrite": True,
                 "training.resume": False,
                 **overrides,
@@ -147,6 +156,10 @@ def run_sweep(
         )
         for label, overrides in runs.items()
     }
+    report_dir = Path(report_dir) if report_dir is not None else sweep_dir
+    _check_writable(report_dir)
+    for cfg in configs.values():
+        RunFolder(cfg.run_dir).check_usable(resume=False, overwrite=True)
     outcomes = []
     for i, (label, cfg) in enumerate(configs.items(), start=1):
         outcome = RunOutcome(
@@ -171,8 +184,15 @@ def run_sweep(
         tqdm.write(f"[{name} {i}/{len(configs)}] {label}: {outcome.status}")
         if outcome.error and stop_after_oom:
             break
-    write_report(outcomes, name, pics_dir, title or name, describe(base))
+    write_report(outcomes, name, report_dir, title or name, describe(base))
     return outcomes
+
+
+def _check_writable(folder: Path) -> None:
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        problem = "is a file, not a directory" if not existing.is_dir() else "is not writable"
+        raise OSError(f"cannot write the sweep's plot and table to {folder}: {existing} {problem}")
 
 
 def describe(cfg: TrainConfig) -> str:
@@ -222,6 +242,7 @@ def write_report(
     """`pics_dir/<name>.png` (curves of the runs that trained, if any) and `pics_dir/<name>.md`
     (`note`, then the table); the table is printed too. Returns both paths."""
     pics_dir = Path(pics_dir)
+    pics_dir.mkdir(parents=True, exist_ok=True)
     png, md = pics_dir / f"{name}.png", pics_dir / f"{name}.md"
     curves = {o.label: o.result.metrics for o in outcomes if o.result}
     if curves:
@@ -275,10 +296,15 @@ def sweep_parser(description: str, name: str) -> argparse.ArgumentParser:
         "--name",
         default=name,
         help="sweep name: run folders <out_dir>/<name>-<label>, "
-        "<pics>/<name>.png and <pics>/<name>.md (default: %(default)s)",
+        "<out_dir>/<name>/<label>, plot and table <out_dir>/<name>/<name>.png and .md "
+        "(default: %(default)s)",
     )
     parser.add_argument(
-        "--pics", default="pics", help="folder for the plot and the table (default: %(default)s)"
+        "--pics",
+        default=None,
+        metavar="DIR",
+        help="write the plot and the table to DIR instead (e.g. pics, the README's figures); "
+        "default: the sweep's own folder",
     )
     parser.add_argument(
         "--reuse-runs",

@@ -96,11 +96,12 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     return AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
+def lr_at(cfg: TrainConfig, step: int, total: float | None = None) -> float:
     """Learning rate of optimizer step `step` (1-based): warmup, then cosine down to min_lr,
     which is reached exactly at the last step unless schedule.cosine_cycle_iters says otherwise.
-    A warmup longer than the cycle is cut to it (tiny runs)."""
-    cycle = cfg.schedule.cosine_cycle_iters or cfg.total_steps
+    `total` is the run's length in steps when a time budget cuts it short (see
+    `Trainer.expected_steps`). A warmup longer than the cycle is cut to it (tiny runs)."""
+    cycle = cfg.schedule.cosine_cycle_iters or (cfg.total_steps if total is None else total)
     warmup = min(cfg.schedule.warmup_iters, cycle)
     return get_lr_cosine_schedule(step, cfg.optim.lr, cfg.optim.min_lr, warmup, cycle)
 
@@ -197,6 +198,7 @@ class Trainer:
         self.first_bad = torch.zeros((), dtype=torch.int64, device=self.device)
         self.stop: str | None = None  # why the loop ends early: signal, budget or diverged
         self.stop_signal: int | None = None
+        self.seconds, self.told_budget = self.elapsed_before, False  # agreed elapsed time
         self.start_time = time.perf_counter()
 
     def _checkpoint_to_resume(self) -> dict:
@@ -220,6 +222,15 @@ class Trainer:
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.start_time
+
+    def expected_steps(self) -> float:
+        """The steps this run will make: all of them, or, under a time budget, as many as fit
+        at the pace so far (all ranks agree on it: it comes from the agreed elapsed time). The
+        schedule spans this many, so a run cut by its budget still ends fully decayed."""
+        budget, total = self.cfg.training.time_budget_s, self.cfg.total_steps
+        if budget is None or self.step == 0:
+            return total
+        return min(total, max(self.step + 1, self.step * budget / self.seconds))
 
     def train_step(self, step: int, lr: float) -> tuple[Tensor, Tensor]:
         """Forward/backward over `grad_accum_steps` micro-batches (this rank's rows of each),
@@ -312,7 +323,7 @@ class Trainer:
         self.signals = signals or StopSignals()
         try:
             while self.stop is None and self.step < cfg.total_steps:
-                lr = lr_at(cfg, self.step + 1)
+                lr = lr_at(cfg, self.step + 1, self.expected_steps())
                 loss, grad_norm = self.train_step(self.step + 1, lr)
                 self.step += 1
                 bar.update()
@@ -339,10 +350,10 @@ class Trainer:
         t = self.cfg.training
         # Every rank stops on the same step: when any of them got a signal (which, by number)
         # or ran out of time.
-        signum, seconds = self.dist.agree([self.signals.signum or 0, self.elapsed()])
+        signum, self.seconds = self.dist.agree([self.signals.signum or 0, self.elapsed()])
         if signum:
             self.stop, self.stop_signal = "signal", int(signum)
-        elif t.time_budget_s is not None and seconds >= t.time_budget_s:
+        elif t.time_budget_s is not None and self.seconds >= t.time_budget_s:
             self.stop = "budget"
         last = self.stop is not None or self.step == self.cfg.total_steps
         evaluate = self.step % t.eval_interval == 0 or (last and self.stop != "signal")
@@ -366,6 +377,13 @@ class Trainer:
             return
         val = self.evaluate() if evaluate else None
         self.log(self._row(val_loss=val, **measured))
+        if t.time_budget_s is not None and not self.told_budget:
+            self.told_budget = True
+            self.say(
+                f"time budget {t.time_budget_s:g}s: at {self.step / self.seconds:.2f} steps/s "
+                f"the run reaches about step {self.expected_steps():,.0f} of "
+                f"{self.cfg.total_steps:,}; the learning-rate schedule is fitted to where it ends"
+            )
         if val is not None:
             self.best_val = min(self.best_val, val)
         bar.set_postfix(loss=f"{measured['train_loss']:.3f}", best_val=f"{self.best_val:.3f}")
