@@ -388,11 +388,11 @@ def test_slice_text_cuts_after_a_whole_document(tmp_path):
 
 
 def test_default_run_uses_tinystories_when_downloaded(tmp_path):
-    description, overrides = default_run(tmp_path)
+    description, overrides = default_run(tmp_path, online=False)
     assert "generated" in description and overrides == {}
     for name in TINYSTORIES_FILES:
         (tmp_path / name).write_text("Once upon a time.\n<|endoftext|>\n")
-    description, overrides = default_run(tmp_path)
+    description, overrides = default_run(tmp_path, online=False)
     assert "TinyStories" in description and overrides["data.train_text"] == str(
         tmp_path / TINYSTORIES_FILES[0]
     )
@@ -402,3 +402,26 @@ def test_default_run_uses_tinystories_when_downloaded(tmp_path):
         and cfg.data.max_text_bytes
         and str(tmp_path) in cfg.data.train_tokens
     )
+
+
+def test_default_run_fetches_the_validation_text_or_says_why_not(tmp_path, monkeypatch):
+    import cs336_basics.download as download
+
+    said = []
+    monkeypatch.setattr(download, "fetch_tinystories_valid", lambda d, say: say("offline") or None)
+    description, overrides = default_run(tmp_path, say=said.append)
+    assert overrides == {} and "generated" in description
+    assert said == ["offline Training on the built-in generated stories instead."]
+
+    def fetched(data_dir, say):
+        path = data_dir / TINYSTORIES_FILES[1]
+        path.write_text("".join(f"Story {i}.\n<|endoftext|>\n" for i in range(40)))
+        return path
+
+    monkeypatch.setattr(download, "fetch_tinystories_valid", fetched)
+    description, overrides = default_run(tmp_path)
+    train, valid = Path(overrides["data.train_text"]), Path(overrides["data.val_text"])
+    assert "validation text, split by documents" in description
+    assert train.read_text().count("<|endoftext|>") == 36 and "Story 9." in valid.read_text()
+    monkeypatch.setattr(download, "fetch_tinystories_valid", lambda *a, **k: pytest.fail("again"))
+    assert default_run(tmp_path)[1] == overrides  # split once, then reused

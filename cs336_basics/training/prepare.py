@@ -90,15 +90,38 @@ def _require_text(path: str | None, tokens_path: Path, what: str) -> Path:
     return Path(path)
 
 
-def default_run(data_dir: str | os.PathLike = "data") -> tuple[str, dict[str, object]]:
-    """What the no-argument run trains on, as overrides of configs/demo.toml and a description:
-    a slice of TinyStories (sized for ~10 minutes on 2 CPU cores) when its text is in
-    `data_dir`, otherwise the built-in generated stories."""
-    train, valid = Path(data_dir) / TINYSTORIES_FILES[0], Path(data_dir) / TINYSTORIES_FILES[1]
-    if not (train.is_file() and valid.is_file()):
-        return "the built-in corpus of generated children's stories (no download needed)", {}
-    out = Path(data_dir) / "tinystories_demo"
-    return f"a 10 MB slice of TinyStories ({train})", {
+def default_run(
+    data_dir: str | os.PathLike = "data", online: bool = True, say=print
+) -> tuple[str, dict[str, object]]:
+    """What the no-argument run trains on, as overrides of configs/demo.toml and a description.
+
+    Real text when it can be had: a 10 MB slice of TinyStories (sized for ~10 minutes on 2 CPU
+    cores) when both of its files are in `data_dir`; else its validation file (about 22 MB,
+    downloaded when missing, `online`, and the Hub answers within seconds) split by documents
+    into training and validation text. Otherwise the built-in generated stories, with one line
+    through `say` telling why.
+    """
+    data_dir = Path(data_dir)
+    train, valid = data_dir / TINYSTORIES_FILES[0], data_dir / TINYSTORIES_FILES[1]
+    if train.is_file() and valid.is_file():
+        description, out = f"a 10 MB slice of TinyStories ({train})", data_dir / "tinystories_demo"
+    else:
+        out = data_dir / "tinystories_valid_split"
+        train, valid = out / "train.txt", out / "valid.txt"
+        if not (train.is_file() and valid.is_file()):
+            from cs336_basics.download import fetch_tinystories_valid, split_documents
+
+            def offline(why: str) -> None:
+                say(f"{why} Training on the built-in generated stories instead.")
+
+            source = fetch_tinystories_valid(data_dir, say=offline) if online else None
+            if source is None:
+                return "the built-in corpus of generated children's stories (no download)", {}
+            split_documents(source, train, valid)
+        description = (
+            f"the TinyStories V2-GPT4 validation text, split by documents into {train} and {valid}"
+        )
+    return description, {
         "data.demo_corpus": False,
         "data.train_text": str(train),
         "data.val_text": str(valid),
