@@ -28,10 +28,11 @@ from cs336_basics.config import TrainConfig, config_from_dict, config_to_dict, t
 from cs336_basics.data import check_token_range, load_tokens, sample_starts, windows
 from cs336_basics.fileio import atomic_write
 from cs336_basics.nn.functional import cross_entropy
-from cs336_basics.nn.transformer import TransformerLM
+from cs336_basics.nn.transformer import TransformerLM, auto_attention
 from cs336_basics.optim import SGD, AdamW, clip_gradients, get_lr_cosine_schedule
 from cs336_basics.training import distributed
 from cs336_basics.training.device import autocast_context, enable_tf32, resolve_device
+from cs336_basics.training.device import describe as describe_device
 from cs336_basics.training.evaluation import estimate_loss
 from cs336_basics.training.logging import MetricsLogger, metrics_row, read_metrics, start_wandb
 from cs336_basics.training.plots import plot_curves
@@ -304,8 +305,12 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.training
         params = sum(p.numel() for p in self.params)
         ranks = f" x {self.dist.world_size} ranks" if self.dist.enabled else ""
+        attention = cfg.model.attention
+        if attention == "auto":
+            attention = auto_attention(self.device)
         self.say(
-            f"training {t.run_name}: {params:,} parameters on {self.device}{ranks}, "
+            f"training {t.run_name}: {params:,} parameters on "
+            f"{describe_device(self.device, t.autocast, attention)}{ranks}, "
             f"{cfg.total_steps:,} steps x {cfg.tokens_per_step:,} tokens"
         )
         if self.step == 0:
