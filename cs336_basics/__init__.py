@@ -1,7 +1,7 @@
 """cs336_basics: a from-scratch language-model training kit.
 
-The public API (SPEC.md) is re-exported here lazily, so that importing the tokenizer in a
-worker process does not pay for importing torch.
+The public API (docs/autograder_contract.md) is re-exported here lazily, so that importing
+the tokenizer in a worker process does not pay for importing torch.
 """
 
 from importlib import import_module

@@ -1,4 +1,6 @@
-"""Glue from the CS336 autograder's function names to cs336_basics (contract: SPEC.md).
+"""Glue from the CS336 autograder's function names to cs336_basics.
+
+The contract (names, parameters, semantics) is written down in docs/autograder_contract.md.
 
 Each adapter builds the library's own object and calls it; no logic lives here.
 """

@@ -37,6 +37,25 @@ def test_cross_entropy():
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cross_entropy_backward_matches_torch(dtype):
+    """The hand-written backward (softmax - one_hot, scaled by the upstream gradient) against
+    autograd through F.cross_entropy on the same logits. bf16 logits: both compute in float32
+    and round the gradient once to bf16, so they agree to bf16's rounding (2**-8 relative)."""
+    from cs336_basics.nn.functional import cross_entropy
+
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(3, 7, 50, generator=gen) * 4).to(dtype)
+    targets = torch.randint(0, 50, (3, 7), generator=gen)
+    upstream = torch.tensor(2.5)
+    ours, ref = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    (cross_entropy(ours, targets) * upstream).backward()
+    (F.cross_entropy(ref.float().flatten(0, 1), targets.flatten()) * upstream).backward()
+    assert ours.grad.dtype == dtype
+    tol = {"atol": 1e-7, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-5, "rtol": 2**-8}
+    torch.testing.assert_close(ours.grad, ref.grad, **tol)
+
+
 def _params_with_grads(scale: float) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(0)
     params = [

@@ -425,3 +425,23 @@ def test_default_run_fetches_the_validation_text_or_says_why_not(tmp_path, monke
     assert train.read_text().count("<|endoftext|>") == 36 and "Story 9." in valid.read_text()
     monkeypatch.setattr(download, "fetch_tinystories_valid", lambda *a, **k: pytest.fail("again"))
     assert default_run(tmp_path)[1] == overrides  # split once, then reused
+
+
+def test_accumulated_micro_batches_equal_one_large_batch(tmp_path, data_args):
+    """k micro-batches of b take the same step as one batch of k*b: the same windows (drawn in
+    the same order from the step's generator) and the same mean gradient."""
+    results = {}
+    for batch, accum in ((8, 1), (4, 2), (2, 4)):
+        cfg = load_config(
+            None,
+            {**TINY, **data_args, "training.out_dir": str(tmp_path), "training.max_steps": 3,
+             "training.batch_size": batch, "training.grad_accum_steps": accum,
+             "training.run_name": f"b{batch}"},
+        )  # fmt: skip
+        results[batch] = trainer.train(cfg, progress=False)
+    states = {b: _final_state(r.run_dir)["model"] for b, r in results.items()}
+    for b in (4, 2):
+        for key, value in states[8].items():
+            torch.testing.assert_close(states[b][key], value, rtol=1e-5, atol=1e-6)
+        for x, y in zip(results[b].metrics[1:], results[8].metrics[1:]):  # row 0: no training
+            assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-5)
