@@ -235,3 +235,12 @@ def test_sweep_writes_its_own_folder_and_checks_outputs_first(tiny_config, tmp_p
     monkeypatch.setattr(sweep, "train", lambda cfg, progress=True: pytest.fail("a run started"))
     with pytest.raises(OSError, match="is a file, not a directory"):
         run_sweep(tiny_config, {"a": {}}, "late", tmp_path / "blocker" / "pics", progress=False)
+
+
+def test_runs_side_by_side_give_the_same_results(tiny_config, tmp_path):
+    """jobs=2: two runs at a time in processes of their own, the same outcomes as one by one."""
+    runs = {"a": {}, "b": {"optim.lr": 3e-3}}
+    one = run_sweep(tiny_config, runs, "seq", progress=False)
+    two = run_sweep(tiny_config, runs, "par", progress=False, jobs=2)
+    for x, y in zip(one, two):
+        assert x.label == y.label and x.result.final_val_loss == y.result.final_val_loss

@@ -362,9 +362,9 @@ def test_estimate_loss_matches_a_direct_computation(data_args):
 
 def test_plot_curves_skips_missing_values(tmp_path):
     rows = [
-        {"step": 0, "time_s": 0.0, "train_loss": None, "val_loss": 5.0},
-        {"step": 1, "time_s": 1.0, "train_loss": 4.0, "val_loss": None},
-        {"step": 2, "time_s": 2.0, "train_loss": float("nan"), "val_loss": 3.0},
+        {"tokens": 0, "time_s": 0.0, "train_loss": None, "val_loss": 5.0},
+        {"tokens": 64, "time_s": 1.0, "train_loss": 4.0, "val_loss": None},
+        {"tokens": 128, "time_s": 2.0, "train_loss": float("nan"), "val_loss": 3.0},
     ]
     plot_curves({"a": rows, "b": rows[:1]}, tmp_path / "x.png", title="t")
     assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"

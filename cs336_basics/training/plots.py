@@ -1,4 +1,4 @@
-"""Loss curves as PNG: one panel against optimizer steps, one against wall-clock time."""
+"""Loss curves as PNG: one panel against training tokens, one against wall-clock time."""
 
 import math
 import os
@@ -21,23 +21,24 @@ def _points(rows: list[dict], x_key: str, y_key: str) -> tuple[list[float], list
 def plot_curves(series: dict[str, list[dict]], out_png: str | os.PathLike, title: str = "") -> None:
     """Plot validation loss (solid, dots) and training loss (faint) of each labelled run.
 
-    `series` maps a label to that run's metric rows (dicts with `step`, `time_s`,
-    `train_loss`, `val_loss`; missing or non-finite values are skipped). The y-axis stops a
+    `series` maps a label to that run's metric rows (dicts with `tokens`, `time_s`,
+    `train_loss`, `val_loss`; missing or non-finite values are skipped). Tokens, not steps,
+    so that runs with different batch sizes share an axis. The y-axis stops a
     little above the highest validation loss, so a diverged run does not flatten the others.
     """
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     val_losses = []
     for i, (label, rows) in enumerate(series.items()):
         color = f"C{i % 10}"
-        for ax, x_key in zip(axes, ("step", "time_s")):
+        for ax, x_key in zip(axes, ("tokens", "time_s")):
             ax.plot(*_points(rows, x_key, "train_loss"), color=color, alpha=0.3, linewidth=1)
             xs, ys = _points(rows, x_key, "val_loss")
             ax.plot(xs, ys, color=color, marker=".", label=label)
-        val_losses += _points(rows, "step", "val_loss")[1]
+        val_losses += _points(rows, "tokens", "val_loss")[1]
     if val_losses:
         lo, hi = min(val_losses), max(val_losses)
         axes[0].set_ylim(lo - 0.05 * (hi - lo + 1e-3), hi + 0.1 * (hi - lo + 1e-3))
-    axes[0].set(xlabel="step", ylabel="loss (nats/token)")
+    axes[0].set(xlabel="training tokens", ylabel="loss (nats/token)")
     axes[1].set(xlabel="wall-clock time (s)")
     for ax in axes:
         ax.grid(alpha=0.3)

@@ -9,10 +9,12 @@ the runs (or in pics/ when asked, for the README).
 
 import argparse
 import math
+import multiprocessing
 import os
 import re
 import statistics
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,7 @@ def run_sweep(
     progress: bool = True,
     stop_after_oom: bool = False,
     reuse: bool = False,
+    jobs: int = 1,
 ) -> list[RunOutcome]:
     """Train `base` with each `runs[label]` overrides, then write the plot and table.
 
@@ -140,7 +143,8 @@ def run_sweep(
     run is recorded and, with `stop_after_oom`, ends the series (the larger sizes that follow
     would fail too). With `reuse`, a run whose config matches a finished run of any sweep
     under the same out_dir (e.g. the baseline shared by several ablations) is read back
-    instead of trained.
+    instead of trained. With `jobs` > 1, that many runs train at a time, each in its own
+    process (give each `training.threads` so that they share the cores).
     """
     sweep_dir = Path(base.training.out_dir) / name
     configs = {
@@ -160,32 +164,49 @@ def run_sweep(
     _check_writable(report_dir)
     for cfg in configs.values():
         RunFolder(cfg.run_dir).check_usable(resume=False, overwrite=True)
-    outcomes = []
+    outcomes: dict[str, RunOutcome] = {}
+    to_train = []
     for i, (label, cfg) in enumerate(configs.items(), start=1):
-        outcome = RunOutcome(
-            label, dict(runs[label]), result=find_finished_run(cfg) if reuse else None
-        )
-        if outcome.result:
-            tqdm.write(f"[{name} {i}/{len(configs)}] {label}: reusing {outcome.result.run_dir}")
-            outcomes.append(outcome)
-            continue
+        found = find_finished_run(cfg) if reuse else None
+        if found:
+            tqdm.write(f"[{name} {i}/{len(configs)}] {label}: reusing {found.run_dir}")
+            outcomes[label] = RunOutcome(label, dict(runs[label]), result=found)
+        else:
+            to_train.append((label, dict(runs[label]), cfg))
+    if jobs > 1:  # side by side, each in a process of its own, quietly
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(jobs, len(to_train) or 1), mp_context=context) as pool:
+            for label, _, cfg in to_train:
+                tqdm.write(f"[{name}] {label}: {cfg.total_steps:,} steps -> {cfg.run_dir}")
+            futures = [pool.submit(_train_one, *run, False) for run in to_train]
+            for (label, _, _), future in zip(to_train, futures):
+                outcomes[label] = future.result()
+                tqdm.write(f"[{name}] {label}: {outcomes[label].status}")
+    for i, (label, overrides, cfg) in enumerate(to_train if jobs <= 1 else [], start=1):
         tqdm.write(
-            f"[{name} {i}/{len(configs)}] {label}: {cfg.total_steps:,} steps -> {cfg.run_dir}"
+            f"[{name} {i}/{len(to_train)}] {label}: {cfg.total_steps:,} steps -> {cfg.run_dir}"
         )
-        try:
-            outcome.result = train(cfg, progress=progress)
-        except Exception as e:
-            if not is_out_of_memory(e):
-                raise
-            outcome.error = "out of memory"
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        outcomes.append(outcome)
-        tqdm.write(f"[{name} {i}/{len(configs)}] {label}: {outcome.status}")
-        if outcome.error and stop_after_oom:
+        outcomes[label] = _train_one(label, overrides, cfg, progress)
+        tqdm.write(f"[{name} {i}/{len(to_train)}] {label}: {outcomes[label].status}")
+        if outcomes[label].error and stop_after_oom:
             break
+    outcomes = [outcomes[label] for label in configs if label in outcomes]
     write_report(outcomes, name, report_dir, title or name, describe(base))
     return outcomes
+
+
+def _train_one(label: str, overrides: dict, cfg: TrainConfig, progress: bool) -> RunOutcome:
+    """Train one run of a sweep; running out of memory is an outcome, not an error."""
+    outcome = RunOutcome(label, overrides)
+    try:
+        outcome.result = train(cfg, progress=progress)
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        outcome.error = "out of memory"
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return outcome
 
 
 def _check_writable(folder: Path) -> None:
@@ -315,6 +336,13 @@ def sweep_parser(description: str, name: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--quiet", action="store_true", help="no per-step progress bars or log lines"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs to train at a time, each in its own process and quiet; set "
+        "--training.threads so that jobs x threads fits the cores (default: %(default)s)",
+    )
     return parser
 
 
@@ -323,6 +351,8 @@ def parse_sweep_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     args, args.overrides = parser.parse_known_args()
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be at least 1")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     return args
 
 
@@ -343,6 +373,7 @@ def run_sweep_from_args(
         progress=not args.quiet,
         stop_after_oom=stop_after_oom,
         reuse=args.reuse_runs,
+        jobs=args.jobs,
     )
 
 
