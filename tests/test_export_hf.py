@@ -2,8 +2,9 @@
 computes our logits and greedy tokens, and the tokenizer.json gives our ids."""
 
 import dataclasses
-import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cs336_basics.config import load_config
 from cs336_basics.demo_corpus import generate_corpus
-from cs336_basics.export import NotExportableError, check_llama_compatible, export_hf
+from cs336_basics.export import (
+    NotExportableError,
+    check_llama_compatible,
+    export_checkpoint,
+    export_hf,
+)
 from cs336_basics.export.llama import interleaved_to_halves
 from cs336_basics.export.tokenizer_json import tokenizer_json
 from cs336_basics.generation import generate
@@ -44,13 +50,6 @@ TEXTS = [
     "   ",
     "\n",
 ]
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "script" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -187,11 +186,10 @@ def _train_tiny(tmp_path: Path, data: dict[str, object], **model) -> Path:
 
 
 @pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
-def test_trained_checkpoint_exports_through_the_script(tmp_path, data_overrides, tokenizer, tie):
+def test_trained_checkpoint_exports(tmp_path, data_overrides, tokenizer, tie):
     run_dir = _train_tiny(tmp_path, data_overrides, tie_embeddings=tie)
     out = tmp_path / "hf"
-    export_script = _load_script("export_hf")
-    export_script.main(["--checkpoint", str(run_dir), "--out", str(out)])
+    export_checkpoint(run_dir, out)
     model, cfg = load_trained_model(run_dir, device="cpu")
     assert not torch.equal(model.ln_final.weight, torch.ones_like(model.ln_final.weight))
 
@@ -205,18 +203,22 @@ def test_trained_checkpoint_exports_through_the_script(tmp_path, data_overrides,
     hf_tokenizer = AutoTokenizer.from_pretrained(out)
     assert [hf_tokenizer.encode(t) for t in TEXTS] == [ours.encode(t) for t in TEXTS]
 
+    if not tie:
+        return
+    # The script, as a user runs it: errors in one line, --overwrite, --dtype.
     other = tmp_path / "other_tokenizer"
     other.mkdir()
     tokenizer.save(other / "vocab.json", other / "merges.txt")  # 420 ids: too many
-    with pytest.raises(SystemExit, match="ids up to 419"):
-        export_script.main(
-            ["--checkpoint", str(run_dir), "--out", str(out), "--tokenizer-dir", str(other)]
-        )
-    with pytest.raises(SystemExit, match="not empty.*--overwrite"):
-        export_script.main(["--checkpoint", str(run_dir), "--out", str(out)])
-    export_script.main(
-        ["--checkpoint", str(run_dir), "--out", str(out), "--overwrite", "--dtype", "bfloat16"]
-    )
+    export = [sys.executable, str(ROOT / "script/export_hf.py"), "--checkpoint", str(run_dir)]
+    for extra, message in (
+        (["--out", str(out), "--tokenizer-dir", str(other)], "ids up to 419"),
+        (["--out", str(out)], "not empty"),
+    ):
+        done = subprocess.run([*export, *extra], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([*export, "--out", str(out), "--overwrite", "--dtype", "bfloat16"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["torch_dtype"] == "bfloat16"
     # No staging folder left behind, by the failed exports either.
