@@ -171,7 +171,8 @@ def _optimizer(model: torch.nn.Module) -> Muon:
     groups = group_parameters(model)
     return Muon(
         [
-            {"params": groups["matrices"], "use_muon": True, "lr": 0.01, "weight_decay": 0.1},
+            # A key of the caller's own (here the trainer's lr multiplier) is kept as it is.
+            {"params": groups["matrices"], "use_muon": True, "lr": 0.01, "lr_scale": 2.0},
             {
                 "params": groups["embeddings"] + groups["head"],
                 "use_muon": False,
@@ -208,6 +209,7 @@ def test_muon_exact_resume(tie_embeddings):
     checkpoint.seek(0)
     assert load_checkpoint(checkpoint, other_model, other_opt) == 3
     assert other_opt.param_groups[0]["use_muon"] and not other_opt.param_groups[1]["use_muon"]
+    assert other_opt.param_groups[0]["lr_scale"] == 2.0
     _train(other_model, other_opt, range(3, 6))
     for (name, p), q in zip(model.named_parameters(), other_model.parameters()):
         assert torch.equal(p, q), name

@@ -15,8 +15,8 @@ checkpoints and exact resume see a single `torch.optim.Optimizer`:
     ])
 
 Data parallel (DDP): after the gradient all-reduce every rank holds the same averaged
-gradient, so every rank runs the same momentum and Newton-Schulz on the same inputs and gets
-the same update; nothing is communicated, and the orthogonalization work is repeated on each
+gradient, so every rank runs the same momentum and Newton-Schulz (the same kernels on the same
+inputs) and gets the same update; nothing is communicated, and the orthogonalization work is repeated on each
 rank rather than split (its cost: bench/bench_adamw.py). Sharded optimizers (ZeRO, FSDP)
 would need each full matrix gathered first; they are not supported.
 """
@@ -32,9 +32,9 @@ from torch import Tensor, nn
 from cs336_basics.optim._checks import check_non_negative
 from cs336_basics.optim.adamw import adamw_update, check_adamw_hyperparameters
 
-# Quintic Newton-Schulz coefficients from Keller Jordan's Muon: the slope at 0 (a) is as large
-# as convergence allows, so that small singular values grow fast; the price is that singular
-# values end in a band around 1 (about 0.7 to 1.2) rather than at 1, which training tolerates.
+# Quintic Newton-Schulz coefficients from Keller Jordan's Muon: a large slope at 0 (a) makes
+# small singular values grow fast; the price is that singular values end in a band around 1
+# (about 0.7 to 1.2) rather than at 1, which training tolerates.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 # Update RMS that the shape-dependent scale gives every matrix: about that of AdamW's update.
