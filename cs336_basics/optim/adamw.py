@@ -8,7 +8,7 @@ against a per-parameter loop and torch.optim.AdamW.
 """
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 
 import torch
 from torch import Tensor
@@ -51,10 +51,7 @@ class AdamW(torch.optim.Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.01,
     ):
-        check_non_negative(lr=lr, eps=eps, weight_decay=weight_decay)
-        for i, beta in enumerate(betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"betas[{i}] must be in [0, 1), got {beta}")
+        check_adamw_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         super().__init__(
             params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
         )
@@ -68,41 +65,58 @@ class AdamW(torch.optim.Optimizer):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if params:
-                self._update_group(group, params)
+                adamw_update(group, params, self.state)
         return loss
 
-    def _update_group(self, group: dict, params: list[Tensor]) -> None:
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        rows: list[_Row] = []
-        for p in params:
-            if p.grad.is_sparse:
-                raise ValueError("AdamW does not support sparse gradients")
-            state = self.state[p]
-            if not state:
-                state["step"] = 0
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["step"] += 1
-            t = state["step"]
-            # Steps can differ between parameters (one may have missed a backward pass), so the
-            # bias corrections are per-parameter scalars, computed here on the host.
-            root_correction2 = math.sqrt(1 - beta2**t)
-            step_size, eps_t = -lr * root_correction2 / (1 - beta1**t), eps * root_correction2
-            rows.append((p, p.grad, state["exp_avg"], state["exp_avg_sq"], step_size, eps_t))
 
-        # Slices are views only of plain tensors (not of FSDP's sharded DTensor parameters).
-        on_cpu = all(p.device.type == "cpu" and type(p.data) is Tensor for p in params)
-        batches = _cache_sized_batches(rows) if on_cpu else [rows]
-        for batch in batches:
-            ps, gs, ms, vs, step_sizes, epsilons = map(list, zip(*batch))
-            torch._foreach_lerp_(ms, gs, 1 - beta1)
-            torch._foreach_mul_(vs, beta2)
-            torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
-            if group["weight_decay"] != 0:
-                torch._foreach_mul_(ps, 1 - lr * group["weight_decay"])
-            denom = torch._foreach_sqrt(vs)
-            torch._foreach_add_(denom, epsilons)
-            torch._foreach_addcdiv_(ps, ms, denom, step_sizes)
+def check_adamw_hyperparameters(
+    lr: float, betas: tuple[float, float], eps: float, weight_decay: float
+) -> None:
+    """Raise ValueError unless lr, eps, weight_decay >= 0 and both betas are in [0, 1)."""
+    check_non_negative(lr=lr, eps=eps, weight_decay=weight_decay)
+    if len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"betas[{i}] must be in [0, 1), got {beta}")
+
+
+@torch.no_grad()
+def adamw_update(group: dict, params: list[Tensor], state: MutableMapping[Tensor, dict]) -> None:
+    """One AdamW step (see `AdamW`) of `params`, all with gradients, under `group`'s "lr",
+    "betas", "eps" and "weight_decay"; `state` is the optimizer's per-parameter state, whose
+    entries are created here on a parameter's first step. Shared by AdamW and Muon."""
+    lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+    rows: list[_Row] = []
+    for p in params:
+        if p.grad.is_sparse:
+            raise ValueError("AdamW does not support sparse gradients")
+        p_state = state[p]
+        if not p_state:
+            p_state["step"] = 0
+            p_state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            p_state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        p_state["step"] += 1
+        t = p_state["step"]
+        # Steps can differ between parameters (one may have missed a backward pass), so the
+        # bias corrections are per-parameter scalars, computed here on the host.
+        root_correction2 = math.sqrt(1 - beta2**t)
+        step_size, eps_t = -lr * root_correction2 / (1 - beta1**t), eps * root_correction2
+        rows.append((p, p.grad, p_state["exp_avg"], p_state["exp_avg_sq"], step_size, eps_t))
+
+    # Slices are views only of plain tensors (not of FSDP's sharded DTensor parameters).
+    on_cpu = all(p.device.type == "cpu" and type(p.data) is Tensor for p in params)
+    batches = _cache_sized_batches(rows) if on_cpu else [rows]
+    for batch in batches:
+        ps, gs, ms, vs, step_sizes, epsilons = map(list, zip(*batch))
+        torch._foreach_lerp_(ms, gs, 1 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
+        if group["weight_decay"] != 0:
+            torch._foreach_mul_(ps, 1 - lr * group["weight_decay"])
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_add_(denom, epsilons)
+        torch._foreach_addcdiv_(ps, ms, denom, step_sizes)
 
 
 def _cache_sized_batches(rows: list[_Row]) -> Iterator[list[_Row]]:
