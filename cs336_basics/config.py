@@ -65,21 +65,38 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: Literal["adamw", "sgd"] = _opt("adamw", "optimizer")
-    lr: float = _opt(1e-3, "peak learning rate")
-    min_lr: float = _opt(1e-4, "learning rate at the end of the cosine schedule")
+    name: Literal["adamw", "sgd", "muon"] = _opt(
+        "adamw",
+        "optimizer; muon: Muon for the blocks' matrices, AdamW for embeddings, head and gains",
+    )
+    lr: float = _opt(1e-3, "peak learning rate (of every group that has none of its own)")
+    min_lr: float = _opt(
+        1e-4, "learning rate at the end of the schedule (other groups: the same fraction of theirs)"
+    )
+    muon_lr: float | None = _opt(None, "muon: peak learning rate of the matrices; unset: lr")
+    embed_lr: float | None = _opt(
+        None, "peak learning rate of the token (and value) embeddings; unset: lr"
+    )
+    head_lr: float | None = _opt(None, "peak learning rate of an untied lm_head; unset: lr")
+    momentum: float = _opt(0.95, "muon: momentum of the matrices (Nesterov)")
     betas: tuple[float, float] = _opt((0.9, 0.95), "AdamW moment decay rates, comma-separated")
     eps: float = _opt(1e-8, "AdamW denominator epsilon")
-    weight_decay: float = _opt(0.1, "AdamW decoupled weight decay")
+    weight_decay: float = _opt(0.1, "decoupled weight decay (muon: not on gains and norms)")
     grad_clip: float = _opt(1.0, "max global L2 norm of the gradients; 0 turns clipping off")
 
 
 @dataclass
 class ScheduleConfig:
+    name: Literal["cosine", "wsd"] = _opt(
+        "cosine",
+        "cosine: warmup then cosine decay to optim.min_lr; wsd: warmup, flat at the peak, then "
+        "a linear decay to optim.min_lr over the last decay_fraction of the run",
+    )
     warmup_iters: int = _opt(100, "steps of linear warmup from 0 to optim.lr")
     cosine_cycle_iters: int | None = _opt(
-        None, "step at which the cosine reaches optim.min_lr; unset: the last step"
+        None, "cosine: step at which it reaches optim.min_lr; unset: the last step"
     )
+    decay_fraction: float = _opt(0.2, "wsd: fraction of the run spent decaying")
 
 
 @dataclass
@@ -299,6 +316,14 @@ def _validate(cfg: TrainConfig) -> None:
             raise ValueError(f"{key} must be a finite number >= 0; got {v}")
     if o.min_lr > o.lr:
         raise ValueError(f"optim.min_lr ({o.min_lr}) must not exceed optim.lr ({o.lr})")
+    for key, v in {"optim.muon_lr": o.muon_lr, "optim.embed_lr": o.embed_lr,
+                   "optim.head_lr": o.head_lr}.items():  # fmt: skip
+        if v is not None and not (v >= 0 and math.isfinite(v)):
+            raise ValueError(f"{key} must be a finite number >= 0; got {v}")
+    if not 0 <= o.momentum < 1:
+        raise ValueError(f"optim.momentum must lie in [0, 1); got {o.momentum}")
+    if not 0 < s.decay_fraction <= 1:
+        raise ValueError(f"schedule.decay_fraction must lie in (0, 1]; got {s.decay_fraction}")
     if not all(0 <= b < 1 for b in o.betas):
         raise ValueError(f"optim.betas must lie in [0, 1); got {o.betas}")
     if t.max_steps is None and t.total_tokens is None:

@@ -126,7 +126,10 @@ def test_time_budget_says_how_far_it_reaches_and_ends_decayed(data, tmp_path):
     rows = [
         json.loads(r) for r in RunFolder(tmp_path / "runs" / "run").metrics.read_text().splitlines()
     ]
-    assert rows[-1]["step"] < 100_000 and rows[-1]["lr"] < 0.2 * max(r["lr"] or 0 for r in rows)
+    trained = [r for r in rows if r["lr"] is not None]
+    assert trained[-1]["step"] < 100_000
+    assert trained[-1]["lr"] < 0.2 * max(r["lr"] for r in trained)
+    assert "full_val_loss" in rows[-1]  # then the whole validation set, as its own row
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -116,13 +116,19 @@ def _rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _split_full_validation(rows: list[dict]) -> tuple[list[float], list[dict]]:
+    full = [r["full_val_loss"] for r in rows if "full_val_loss" in r]
+    return full, [r for r in rows if "full_val_loss" not in r]
+
+
 def _same_training(a: Path, b: Path) -> None:
     sa, sb = _final_state(a), _final_state(b)
     assert sa["iteration"] == sb["iteration"] == TINY["training.max_steps"]
     assert sa["model"].keys() == sb["model"].keys()
     for k in sa["model"]:
         assert torch.equal(sa["model"][k], sb["model"][k]), k
-    ra, rb = _rows(a), _rows(b)
+    (fa, ra), (fb, rb) = (_split_full_validation(_rows(d)) for d in (a, b))
+    assert fa == fb  # the whole-validation-set pass of a budgeted run (the demo has a budget)
     assert (
         [r["step"] for r in ra]
         == [r["step"] for r in rb]
@@ -208,7 +214,7 @@ def test_training_learns_and_generates(tmp_path, data_args, capsys):
     assert (
         val[0] > math.log(300) - 0.5 and val[-1] < val[0] - 1.0
     )  # starts near uniform, then learns
-    lrs = {r["step"]: r["lr"] for r in _rows(run)}
+    lrs = {r["step"]: r["lr"] for r in _split_full_validation(_rows(run))[1]}
     assert (
         lrs[80] == TINY["optim.min_lr"] < lrs[70] < lrs[10]
     )  # the cosine ends exactly at the last step
@@ -445,3 +451,47 @@ def test_accumulated_micro_batches_equal_one_large_batch(tmp_path, data_args):
             torch.testing.assert_close(states[b][key], value, rtol=1e-5, atol=1e-6)
         for x, y in zip(results[b].metrics[1:], results[8].metrics[1:]):  # row 0: no training
             assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-5)
+
+
+def test_resume_with_muon_and_wsd_reproduces_the_whole_run(tmp_path, data_args, monkeypatch):
+    recipe = {"optim.name": "muon", "schedule.name": "wsd", "optim.embed_lr": 3e-2,
+              "model.qk_norm": True, "model.value_embeddings": 1}  # fmt: skip
+    assert _run(tmp_path, data_args, "whole", **recipe) == 0
+    _interrupt_at(monkeypatch, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    assert _run(tmp_path, data_args, "cut", **recipe) == 143
+    monkeypatch.undo()
+    assert _run(tmp_path, data_args, "cut", "--resume", **recipe) == 0
+    _same_training(tmp_path / "runs/whole", tmp_path / "runs/cut")
+
+
+def test_schedules_follow_the_run_a_budget_allows():
+    """cosine and wsd span `total` steps when a time budget makes the run shorter than
+    max_steps, so that both end fully decayed where the budget ends."""
+    for name in ("cosine", "wsd"):
+        cfg = load_config(None, {**TINY, "training.max_steps": 600, "schedule.name": name,
+                                 "schedule.warmup_iters": 10, "schedule.cosine_cycle_iters": "none"})  # fmt: skip
+        peak, low = cfg.optim.lr, cfg.optim.min_lr
+        assert trainer.lr_at(cfg, 5, total=100) == pytest.approx(peak / 2)  # warmup: in steps
+        assert trainer.lr_at(cfg, 100, total=100) == pytest.approx(low)
+        assert trainer.lr_at(cfg, 600) == pytest.approx(low)
+        assert trainer.lr_at(cfg, 100) > 0.9 * peak  # without the budget: far from decayed
+    cfg = load_config(None, {**TINY, "schedule.name": "wsd", "schedule.warmup_iters": 10,
+                             "schedule.decay_fraction": 0.2})  # fmt: skip
+    assert trainer.lr_at(cfg, 80, total=100) == cfg.optim.lr  # the decay starts at 80% ...
+    assert trainer.lr_at(cfg, 90, total=100) == pytest.approx((cfg.optim.lr + cfg.optim.min_lr) / 2)
+
+
+def test_optimizer_groups_follow_the_config():
+    model = trainer.TransformerLM(300, 16, 16, 2, 2, 32, 10000.0)
+    cfg = load_config(None, {**TINY, "model.num_layers": 2})
+    (only,) = trainer.build_optimizer(model, cfg).param_groups  # the handout's: one group
+    assert len(only["params"]) == len(list(model.parameters()))
+    cfg = load_config(None, {**TINY, "optim.name": "muon", "optim.muon_lr": 0.02,
+                             "optim.embed_lr": 0.3, "optim.head_lr": 0.004})  # fmt: skip
+    groups = trainer.build_optimizer(model, cfg).param_groups
+    by_lr = {g["lr"]: g for g in groups}
+    assert by_lr[0.02]["use_muon"] and all(p.ndim == 2 for p in by_lr[0.02]["params"])
+    assert by_lr[0.3]["params"] == [model.token_embeddings.weight]
+    assert by_lr[0.004]["params"] == [model.lm_head.weight]
+    assert by_lr[cfg.optim.lr]["weight_decay"] == 0.0  # gains: no decay
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))

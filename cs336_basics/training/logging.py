@@ -58,6 +58,8 @@ def format_row(row: dict) -> str:
         parts.append(f"train {row['train_loss']:.4f}")
     if row.get("val_loss") is not None:
         parts.append(f"val {row['val_loss']:.4f} (ppl {row['val_perplexity']:.2f})")
+    if row.get("full_val_loss") is not None:
+        parts.append(f"whole validation set {row['full_val_loss']:.4f}")
     if row.get("grad_norm") is not None:
         parts.append(f"|g| {row['grad_norm']:.3f}")
     if row.get("tokens_per_s"):

@@ -29,7 +29,15 @@ from cs336_basics.data import check_token_range, load_tokens, sample_starts, win
 from cs336_basics.fileio import atomic_write
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.nn.transformer import TransformerLM, auto_attention
-from cs336_basics.optim import SGD, AdamW, clip_gradients, get_lr_cosine_schedule
+from cs336_basics.optim import (
+    SGD,
+    AdamW,
+    Muon,
+    clip_gradients,
+    get_lr_cosine_schedule,
+    get_lr_wsd_schedule,
+    group_parameters,
+)
 from cs336_basics.training import distributed
 from cs336_basics.training.device import autocast_context, enable_tf32, resolve_device
 from cs336_basics.training.device import describe as describe_device
@@ -52,6 +60,7 @@ class TrainResult:
     final_val_loss: float | None
     best_val_loss: float | None
     initial_val_loss: float | None
+    full_val_loss: float | None = None  # on the whole validation set, at the end of a budgeted run
     diverged: bool = False  # stopped on a NaN/inf loss or gradient
     stop_signal: int | None = None  # the signal that stopped it (a checkpoint was saved)
     metrics: list[dict] = field(default_factory=list)  # every logged row, from step 0
@@ -75,6 +84,9 @@ class TrainResult:
             final_val_loss=val[-1] if val else None,
             best_val_loss=min(val) if val else None,
             initial_val_loss=val[0] if val else None,
+            full_val_loss=next(
+                (r["full_val_loss"] for r in reversed(rows) if "full_val_loss" in r), None
+            ),
             metrics=rows,
         )
         return cls(**{**values, **known})
@@ -87,24 +99,57 @@ class TrainResult:
                 f"; validation loss {self.initial_val_loss:.3f} -> {self.final_val_loss:.3f} "
                 f"(best {self.best_val_loss:.3f})"
             )
+        if self.full_val_loss is not None:
+            text += f"; whole validation set {self.full_val_loss:.4f}"
         return text
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The configured optimizer, each group at its peak learning rate (the schedule scales
+    every group by the same factor). One group of everything for SGD, and for AdamW unless
+    embeddings or head have learning rates of their own; Muon groups the parameters as
+    `group_parameters` does (gains and norms without weight decay)."""
     o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
     if o.name == "sgd":
-        return SGD(model.parameters(), lr=o.lr)
-    return AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        return SGD(params, lr=o.lr)
+    adamw = {"betas": o.betas, "eps": o.eps, "weight_decay": o.weight_decay}
+    if o.name == "adamw" and o.embed_lr is None and o.head_lr is None:
+        return AdamW(params, lr=o.lr, **adamw)
+    groups = group_parameters(model)
+    own = {"matrices": o.muon_lr if o.name == "muon" else None, "embeddings": o.embed_lr,
+           "head": o.head_lr, "scalars": None}  # fmt: skip
+    param_groups = []
+    for kind, members in groups.items():
+        if not members:
+            continue
+        group = {"params": members, "lr": o.lr if own[kind] is None else own[kind]}
+        if o.name == "adamw":
+            param_groups.append(group)
+        elif kind == "matrices":
+            param_groups.append({**group, "use_muon": True, "momentum": o.momentum,
+                                 "weight_decay": o.weight_decay})  # fmt: skip
+        else:
+            decay = 0.0 if kind == "scalars" else o.weight_decay
+            param_groups.append({**group, "use_muon": False, **adamw, "weight_decay": decay})
+    return AdamW(param_groups, lr=o.lr, **adamw) if o.name == "adamw" else Muon(param_groups)
 
 
 def lr_at(cfg: TrainConfig, step: int, total: float | None = None) -> float:
-    """Learning rate of optimizer step `step` (1-based): warmup, then cosine down to min_lr,
-    which is reached exactly at the last step unless schedule.cosine_cycle_iters says otherwise.
-    `total` is the run's length in steps when a time budget cuts it short (see
-    `Trainer.expected_steps`). A warmup longer than the cycle is cut to it (tiny runs)."""
-    cycle = cfg.schedule.cosine_cycle_iters or (cfg.total_steps if total is None else total)
-    warmup = min(cfg.schedule.warmup_iters, cycle)
-    return get_lr_cosine_schedule(step, cfg.optim.lr, cfg.optim.min_lr, warmup, cycle)
+    """Learning rate (of the optim.lr group) at optimizer step `step` (1-based). cosine:
+    warmup, then down to min_lr, reached exactly at the last step unless
+    schedule.cosine_cycle_iters says otherwise; wsd: warmup, flat, then a linear decay over the
+    last decay_fraction of the run. `total` is the run's length in steps when a time budget
+    cuts it short (see `Trainer.expected_steps`). A warmup longer than the run is cut to it."""
+    s, o = cfg.schedule, cfg.optim
+    total = cfg.total_steps if total is None else total
+    if s.name == "wsd":
+        warmup = min(s.warmup_iters, total)
+        decay = min(s.decay_fraction * total, total - warmup)
+        return get_lr_wsd_schedule(step, o.lr, o.min_lr, warmup, decay, total)
+    cycle = s.cosine_cycle_iters or total
+    warmup = min(s.warmup_iters, cycle)
+    return get_lr_cosine_schedule(step, o.lr, o.min_lr, warmup, cycle)
 
 
 def _model_mismatch(saved: dict, wanted: dict) -> list[str]:
@@ -164,12 +209,17 @@ class Trainer:
         if t.compile:
             self.forward = torch.compile(self.forward)
         self.optimizer = build_optimizer(self.model, cfg)  # over the parameters as wrapped
+        # Each group's peak learning rate comes from the config, also on resume.
+        self.peak_lrs = [group["lr"] for group in self.optimizer.param_groups]
         if checkpoint is not None:
             self.dist.load_optimizer_state(self.model, self.optimizer, checkpoint["optimizer"])
             torch.set_rng_state(checkpoint["extra"]["torch_rng"])
             self.elapsed_before = checkpoint["extra"]["elapsed_s"]
             self.best_val = checkpoint["extra"]["best_val_loss"]
-            rows = [r for r in read_metrics(self.folder.metrics) if r["step"] <= self.step]
+            # The rows up to the checkpoint, but not a whole-validation row: that closed a
+            # segment which this run continues.
+            rows = [r for r in read_metrics(self.folder.metrics)
+                    if r["step"] <= self.step and "full_val_loss" not in r]  # fmt: skip
             self.say(f"resuming {self.folder.path} from step {self.step}")
         elif t.resume:
             self.say(f"--resume: no checkpoint in {self.folder.checkpoint_dir}; starting afresh")
@@ -239,8 +289,9 @@ class Trainer:
         function of the step. Returns (mean train loss, gradient norm before clipping), both
         still on the device."""
         t = self.cfg.training
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        scale = lr / self.cfg.optim.lr if self.cfg.optim.lr > 0 else 0.0
+        for group, peak in zip(self.optimizer.param_groups, self.peak_lrs):
+            group["lr"] = peak * scale
         rng = np.random.default_rng([t.seed, step])
         rows = self.dist.rows(t.batch_size)
         context = self.cfg.model.context_length
@@ -333,6 +384,8 @@ class Trainer:
                 self.step += 1
                 bar.update()
                 self._after_step(lr, loss, grad_norm, bar)
+            if t.time_budget_s is not None and self.stop in (None, "budget"):
+                self._validate_on_everything()
         finally:
             bar.close()
             if self.logger is not None:
@@ -402,6 +455,16 @@ class Trainer:
                 "stopping (checkpoint saved)."
             )
         self.window = (time.perf_counter(), self.step)
+
+    def _validate_on_everything(self) -> None:
+        """The loss on the whole validation set (what a leaderboard reports), logged as its
+        own row: `full_val_loss` at the final step."""
+        t = self.cfg.training
+        context = self.cfg.model.context_length
+        self.say(f"validating on the whole of {self.cfg.data.val_tokens} ...")
+        loss = estimate_loss(self.forward, self.val_data, t.batch_size, context, None,
+                             self.device, autocast=t.autocast, dist=self.dist)  # fmt: skip
+        self.log(self._row(full_val_loss=loss))
 
     def _row(self, **measured: float | None) -> dict:
         return metrics_row(
