@@ -111,7 +111,11 @@ def find_finished_run(cfg: TrainConfig) -> TrainResult | None:
         except ValueError:  # written by an older version of the config
             continue
         rows = read_metrics(RunFolder(run_dir).metrics)
-        if rows and rows[-1]["step"] == cfg.total_steps and rows[-1].get("val_loss") is not None:
+        # Finished: it reached its last step, or its time budget and the validation after it.
+        if rows and (
+            "full_val_loss" in rows[-1]
+            or (rows[-1]["step"] == cfg.total_steps and rows[-1].get("val_loss") is not None)
+        ):
             return TrainResult.from_rows(run_dir, rows)
     return None
 
@@ -229,32 +233,35 @@ def describe(cfg: TrainConfig) -> str:
 
 
 def summary_table(outcomes: list[RunOutcome]) -> str:
-    """Markdown: run, final/best validation loss, divergence, steps, tokens, time."""
+    """Markdown: run, final/best validation loss (and on the whole validation set, where
+    runs measured it), divergence, steps, tokens, time."""
 
     def loss(v: float | None) -> str:
         return "-" if v is None or not math.isfinite(v) else f"{v:.4f}"
 
+    whole = any(o.result and o.result.full_val_loss is not None for o in outcomes)
     rows = []
     for o in outcomes:
         r = o.result
         if r is None:
-            rows.append([o.label, "-", "-", o.status, "-", "-", "-"])
+            rows.append([o.label, "-", "-", *(["-"] if whole else []), o.status, "-", "-", "-"])
             continue
         diverged = "no" if o.status == "ok" else f"yes ({o.status})"
+        full = [loss(r.full_val_loss)] if whole else []
         rows.append(
             [
                 o.label,
                 loss(r.final_val_loss),
                 loss(r.best_val_loss),
+                *full,
                 diverged,
                 f"{r.steps:,}",
                 f"{r.tokens_seen:,}",
                 f"{r.seconds:.0f}",
             ]
         )
-    return markdown_table(
-        ["run", "final val loss", "best val loss", "diverged?", "steps", "tokens", "time (s)"], rows
-    )
+    heads = ["run", "final val loss", "best val loss", *(["whole validation set"] if whole else [])]
+    return markdown_table([*heads, "diverged?", "steps", "tokens", "time (s)"], rows)
 
 
 def write_report(

@@ -462,9 +462,11 @@ class Trainer:
         t = self.cfg.training
         context = self.cfg.model.context_length
         self.say(f"validating on the whole of {self.cfg.data.val_tokens} ...")
+        trained_for = self.elapsed()  # the row keeps the run's time, not the validation's
         loss = estimate_loss(self.forward, self.val_data, t.batch_size, context, None,
                              self.device, autocast=t.autocast, dist=self.dist)  # fmt: skip
-        self.log(self._row(full_val_loss=loss))
+        self.log(metrics_row(self.step, self.step * self.cfg.tokens_per_step, trained_for,
+                             full_val_loss=loss))  # fmt: skip
 
     def _row(self, **measured: float | None) -> dict:
         return metrics_row(
