@@ -15,7 +15,7 @@ import sys
 from cs336_basics.data import check_token_range, load_tokens
 from cs336_basics.hellaswag import Example, load_examples, score_examples
 from cs336_basics.nn.functional import perplexity
-from cs336_basics.tokenizer_stats import load_tokenizer
+from cs336_basics.tokenizer.tokenizer import Tokenizer
 from cs336_basics.training.evaluation import estimate_loss
 from cs336_basics.training.trainer import load_trained_model
 
@@ -90,7 +90,7 @@ def main() -> None:
             )
             print(f"{args.tokens}: loss {loss:.4f} nats/token, perplexity {perplexity(loss):.2f}")
         if args.hellaswag:
-            tokenizer = load_tokenizer(
+            tokenizer = Tokenizer.from_dir(
                 args.tokenizer or cfg.data.tokenizer_dir, cfg.data.special_tokens
             )
             examples = load_examples(args.hellaswag, args.limit)
