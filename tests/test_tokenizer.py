@@ -246,6 +246,36 @@ def test_long_pretokens_merge_as_short_ones(trained, words):
                 assert merger.merge(word) == ([token_id[word]] if word in token_id else expected)
 
 
+@st.composite
+def merges_in_any_order(draw) -> list[tuple[bytes, bytes]]:
+    """Merges of tokens made from a, b and c, in an order that BPE training would not make."""
+    tokens, merges = [b"a", b"b", b"c"], []
+    for _ in range(draw(st.integers(1, 15))):
+        pair = (draw(st.sampled_from(tokens)), draw(st.sampled_from(tokens)))
+        if pair not in merges:
+            merges.append(pair)
+            tokens.append(pair[0] + pair[1])
+    return draw(st.permutations(merges))
+
+
+@settings(max_examples=300, deadline=None)
+@given(merges_in_any_order(), st.lists(st.text("abc", min_size=2, max_size=300), max_size=4))
+def test_merges_in_any_order_give_the_naive_loops_tokens(merges, words):
+    """Where a merge makes a pair ranked before itself, that pair merges next (in the heap too)."""
+    vocab = {i: bytes([i]) for i in range(256)}
+    for left, right in merges:
+        vocab[len(vocab)] = left + right
+    tok = Tokenizer(vocab, merges)
+    merger = Merger(tok.token_to_id, merges)
+    with pytest.MonkeyPatch.context() as patch:
+        for long_from in (0, 10**9):
+            patch.setattr(merging, "LONG_PRETOKEN_BYTES", long_from)
+            for word in map(str.encode, words):
+                if word not in tok.token_to_id:
+                    expected = [tok.token_to_id[t] for t in naive_merge(word, merges)]
+                    assert merger.merge(word) == expected
+
+
 def test_merge_names_a_missing_byte(monkeypatch):
     merger = Merger({bytes([i]): i for i in range(255)}, [])
     for long_from in (0, 10**9):

@@ -3,19 +3,17 @@
 Within a pre-token, the leftmost pair with the lowest merge rank merges first, again and again,
 until no pair has a merge. A short pre-token (nearly all of them) does this on two plain lists,
 which costs a scan of the pre-token per merge. A long one (a run such as `=` x 20,000, an emoji
-repeated) would make that quadratic, so it keeps its pairs in a heap over a linked list of
-symbols: each merge then costs a few heap operations, and the whole pre-token O(n log n).
+repeated) would make that quadratic, so it keeps a heap of the ranks present over a linked list
+of symbols: the whole pre-token costs O(n log n), in practice about linear.
 """
 
+from collections import defaultdict
 from heapq import heapify, heappop, heappush
 from itertools import pairwise
 
 NO_MERGE = 1 << 62  # the "rank" of a pair that no merge joins
-# Pre-tokens longer than this take the heap: below it the list scans are cheaper than heap work.
-LONG_PRETOKEN_BYTES = 128
-# A heap entry packs a pair's rank above its position, so that ints order the heap by rank, then
-# leftmost first (ints compare faster than tuples, and take less memory).
-_POSITION_BITS = 40
+# Pre-tokens longer than this take the heap: below it the list scans cost less.
+LONG_PRETOKEN_BYTES = 100
 
 
 class Merger:
@@ -81,42 +79,55 @@ class Merger:
 
     def _merge_long(self, ids: list[int], pair_ranks: list[int]) -> list[int]:
         """`merge` in O(n log n): symbols stay at their byte positions, linked to their alive
-        neighbours, and a heap holds (rank, position) of every pair that was ever current. An
-        entry whose pair has changed since (its rank is no longer the one stored at its position)
-        is skipped when it comes out."""
+        neighbours; a heap holds the ranks of the pairs present, each with the positions where
+        a pair of that rank starts. The lowest rank merges at its positions left to right (one
+        sort, no heap work per merge); a position whose pair has changed since it was noted is
+        skipped."""
         n = len(ids)
-        rank_at = [
-            *pair_ranks,
-            NO_MERGE,
-        ]  # rank of the pair starting at each position; dead: NO_MERGE
+        rank_at = [*pair_ranks, NO_MERGE]  # rank of the pair starting at each position
         after = list(range(1, n + 1))  # the next alive position (n: none)
         before = list(range(-1, n - 1))  # the previous alive position (-1: none)
-        mask = (1 << _POSITION_BITS) - 1
-        heap = [r << _POSITION_BITS | i for i, r in enumerate(pair_ranks) if r != NO_MERGE]
-        heapify(heap)
+        positions: defaultdict[int, list[int]] = defaultdict(list)
+        for i, rank in enumerate(pair_ranks):
+            if rank != NO_MERGE:
+                positions[rank].append(i)
+        ranks = list(positions)
+        heapify(ranks)
         rank_of, bits, merged_id = self._pair_rank.get, self._id_bits, self._merged_id
-        while heap:
-            entry = heappop(heap)
-            i, rank = entry & mask, entry >> _POSITION_BITS
-            if rank_at[i] != rank:
-                continue
-            # Merge the symbol at i with the next one, j, which leaves the list.
-            j = after[i]
-            ids[i] = merged = merged_id[rank]
-            rank_at[j] = NO_MERGE
-            k = after[i] = after[j]
-            if k < n:
-                before[k] = i
-                rank_at[i] = r = rank_of(merged << bits | ids[k], NO_MERGE)
-                if r != NO_MERGE:
-                    heappush(heap, r << _POSITION_BITS | i)
-            else:
-                rank_at[i] = NO_MERGE
-            h = before[i]
-            if h >= 0:
-                rank_at[h] = r = rank_of(ids[h] << bits | merged, NO_MERGE)
-                if r != NO_MERGE:
-                    heappush(heap, r << _POSITION_BITS | h)
+
+        def note(i: int, rank: int) -> None:
+            rank_at[i] = rank
+            if rank != NO_MERGE:
+                if rank not in positions:
+                    heappush(ranks, rank)
+                positions[rank].append(i)
+
+        while ranks:
+            rank = heappop(ranks)
+            todo = sorted(positions.pop(rank))
+            merged = merged_id[rank]
+            for at, i in enumerate(todo):
+                if rank_at[i] != rank:
+                    continue
+                # Merge the symbol at i with the next one, j, which leaves the list.
+                j = after[i]
+                ids[i] = merged
+                rank_at[j] = NO_MERGE
+                k = after[i] = after[j]
+                if k < n:
+                    before[k] = i
+                    note(i, rank_of(merged << bits | ids[k], NO_MERGE))
+                else:
+                    rank_at[i] = NO_MERGE
+                h = before[i]
+                if h >= 0:
+                    note(h, rank_of(ids[h] << bits | merged, NO_MERGE))
+                # A new pair ranked before this one (merges not in creation order) goes first.
+                if ranks and ranks[0] < rank:
+                    for later in todo[at + 1 :]:
+                        if rank_at[later] == rank:
+                            note(later, rank)
+                    break
         merged_ids = []
         i = 0
         while i < n:
