@@ -9,6 +9,7 @@ import random
 import sys
 import time
 import tracemalloc
+from array import array
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
@@ -282,6 +283,46 @@ def test_merge_names_a_missing_byte(monkeypatch):
         monkeypatch.setattr(merging, "LONG_PRETOKEN_BYTES", long_from)
         with pytest.raises(ValueError, match=r"byte b'\\xff'"):
             merger.merge(b"ok\xffok")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=20),
+            st.text(alphabet="ab ", max_size=20).map(str.encode),  # runs: overlapping pairs
+            st.sampled_from(_WORDS).map(lambda w: (" " + w).encode()),
+        ),
+        max_size=80,
+    )
+)
+def test_merge_many_equals_merge_one_by_one(trained, words):
+    """The numpy batch (one merge in every word per step) gives exactly `merge`, for words of
+    any length (long ones go one by one), whole tokens and single bytes."""
+    merger = Merger(Tokenizer(*trained).token_to_id, trained[1])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(merging, "MERGE_MANY_MIN", 1)
+        for typecode in ("H", "I"):
+            expected = [array(typecode, merger.merge(w)).tobytes() for w in words]
+            assert merger.merge_many(words, typecode) == expected
+
+
+def test_merge_many_names_a_missing_byte(monkeypatch):
+    monkeypatch.setattr(merging, "MERGE_MANY_MIN", 1)
+    merger = Merger({bytes([i]): i for i in range(255)}, [])
+    with pytest.raises(ValueError, match=r"byte b'\\xff'"):
+        merger.merge_many([b"fine", b"ok\xffok"], "H")
+
+
+def test_cold_encoding_in_batches_matches_tiktoken(trained, enc, monkeypatch):
+    """A fresh tokenizer merges the pre-tokens it lacks after each batch, together or one by
+    one: the ids are tiktoken's for batches of any size."""
+    text = EOT.join([make_corpus(3000, seed=5), *TEXTS])
+    expected = enc.encode(text, allowed_special="all")
+    for batch, many_from in [(1, 1), (100, 1), (10**9, 1), (10**9, 10**9)]:
+        monkeypatch.setattr(tokenizer_module, "BATCH_PRETOKENS", batch)
+        monkeypatch.setattr(merging, "MERGE_MANY_MIN", many_from)
+        assert Tokenizer(*trained, special_tokens=[EOT]).encode(text) == expected
 
 
 def doubling_tokenizer() -> Tokenizer:

@@ -1,8 +1,8 @@
-"""Run a function over the byte ranges of a file in this process and in forked worker processes.
+"""Run a function over the byte ranges of a file in forked worker processes.
 
-BPE training counts pre-tokens with it and `encode_file` encodes with it. Every process takes
-the next range not taken yet, so a slow one never holds the others up, and the results come
-back in range order.
+BPE training counts pre-tokens with it and `encode_file` encodes with it. Each worker takes the
+next range not taken yet, so a slow one never holds the others up, and the results come back in
+range order.
 
 One start method: fork. Workers start in milliseconds and inherit what the caller has loaded
 (a tokenizer, its cache), with nothing pickled and the caller's main module not imported again.
@@ -25,8 +25,6 @@ from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-# This process takes no new range while this many finished ones wait for an earlier one.
-MAX_WAITING = 8
 _GATHERED, _FAILED = -1, -2  # what a worker's message is, when it is not a range's result
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -39,14 +37,15 @@ def map_ranges(
     gather: Callable[[], Any] | None = None,
 ) -> Iterator[Iterator[Any]]:
     """`with map_ranges(work, ranges, workers) as results:` iterate `work(start, end)` of each
-    range, in order, computed by this process and up to `workers - 1` forked ones (forked on
-    entering, before the caller starts threads such as a progress bar's).
+    range, in order, computed by `workers` forked processes (forked on entering, before the
+    caller starts threads such as a progress bar's) while this one only receives them, so that
+    a worker never waits to hand over a result. One worker, or one range, works here.
 
     With `gather`, each process calls it once after its last range and `results` goes on, after
     the ranges' results, with what each process gathered: for work that accumulates per process.
     """
-    helpers = min(workers, len(ranges)) - 1
-    if helpers < 1 or "fork" not in mp.get_all_start_methods():
+    workers = min(workers, len(ranges))
+    if workers < 2 or "fork" not in mp.get_all_start_methods():
         yield _here(work, ranges, gather)
         return
     ctx = mp.get_context("fork")
@@ -54,7 +53,7 @@ def map_ranges(
     pipes: dict[Connection, mp.Process] = {}
     try:
         with _stop_signals_held():
-            for _ in range(helpers):
+            for _ in range(workers):
                 receive, send = ctx.Pipe(duplex=False)
                 worker = ctx.Process(
                     target=_worker, args=(work, ranges, next_range, gather, send), daemon=True
@@ -62,7 +61,7 @@ def map_ranges(
                 worker.start()
                 send.close()  # so that the pipe ends when the worker does
                 pipes[receive] = worker
-        yield _with_workers(work, ranges, next_range, gather, pipes)
+        yield _from_workers(len(ranges), gather is not None, pipes)
     finally:
         for worker in pipes.values():
             if worker.is_alive():
@@ -126,8 +125,8 @@ def _worker(work, ranges, next_range, gather, send: Connection) -> None:
         send.send((_FAILED, e))
 
 
-def _with_workers(work, ranges, next_range, gather, pipes) -> Iterator[Any]:
-    done: dict[int, Any] = {}  # finished ranges that wait for an earlier one
+def _from_workers(count: int, gathering: bool, pipes) -> Iterator[Any]:
+    done: dict[int, Any] = {}  # received ranges that wait for an earlier one
     gathered: list[Any] = []
     running = dict(pipes)  # workers yet to send what they gathered
 
@@ -151,17 +150,11 @@ def _with_workers(work, ranges, next_range, gather, pipes) -> Iterator[Any]:
             else:
                 done[index] = message
 
-    for i in range(len(ranges)):
+    for i in range(count):
         while i not in done:
-            mine = _claim(next_range, len(ranges)) if len(done) < MAX_WAITING else None
-            if mine is not None:
-                done[mine] = work(*ranges[mine])
-            else:
-                receive()
+            receive()
         yield done.pop(i)
-    if gather is None:
-        return
-    gathered.append(gather())
-    while running:
-        receive()
-    yield from gathered
+    if gathering:
+        while running:
+            receive()
+        yield from gathered

@@ -1,6 +1,7 @@
 """Byte-level BPE tokenizer: encode text to token ids and back, given a vocab and ranked merges."""
 
 import os
+import threading
 from array import array
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
@@ -25,26 +26,39 @@ VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
 CACHE_MAX_ENTRIES = 200_000
 # encode_iterable gathers at least this many characters before it encodes a batch.
 STREAM_BATCH_CHARS = 1 << 16
+# Pre-tokens not cached yet are merged (together: Merger.merge_many) after this many have been
+# looked up; their blocks wait, ~8 bytes a pre-token.
+BATCH_PRETOKENS = 1 << 16
 
 
 class _PretokenCache(dict):
-    """Pre-token (str) -> its token ids, packed as `typecode` bytes; a pre-token not cached yet
-    is merged and stored on lookup. Reset to `seed` when it has gained CACHE_MAX_ENTRIES more,
-    so that memory stays bounded."""
+    """Pre-token (str) -> its token ids, packed as `typecode` bytes, for one thread.
+
+    A pre-token not cached yet looks up as b"" and is noted in `missed`; `merge_missed` merges
+    the noted ones, together (`Merger.merge_many`), and caches them. Pre-tokens are encoded as
+    strict UTF-8: a lone surrogate raises UnicodeEncodeError, which `encode_to_bytes` handles.
+    """
 
     def __init__(self, merger: Merger, typecode: str, seed: dict[str, bytes]):
         super().__init__(seed)
         self._merger, self._typecode, self._seed = merger, typecode, seed
-        self._max_entries = len(seed) + CACHE_MAX_ENTRIES
+        self.missed: list[str] = []
 
     def __missing__(self, pretoken: str) -> bytes:
-        # Strict UTF-8: a lone surrogate raises UnicodeEncodeError, which `encode` handles.
-        ids = array(self._typecode, self._merger.merge(pretoken.encode("utf-8"))).tobytes()
-        if len(self) >= self._max_entries:
+        self.missed.append(pretoken)
+        return b""
+
+    def merge_missed(self) -> None:
+        new = list(set(self.missed))
+        self.missed.clear()
+        ids = self._merger.merge_many([p.encode("utf-8") for p in new], self._typecode)
+        self.update(zip(new, ids))
+
+    def bound(self) -> None:
+        """Back to the vocab's own tokens once it has gained CACHE_MAX_ENTRIES."""
+        if len(self) > len(self._seed) + CACHE_MAX_ENTRIES:
             self.clear()
             self.update(self._seed)
-        self[pretoken] = ids
-        return ids
 
 
 class Tokenizer:
@@ -93,10 +107,9 @@ class Tokenizer:
                 whole_tokens[token.decode("utf-8")] = array(self._typecode, [token_id]).tobytes()
             except UnicodeDecodeError:
                 pass
-        self._pretoken_ids = _PretokenCache(
-            Merger(self.token_to_id, self.merges), self._typecode, whole_tokens
-        )
-        self._special_ids = {s: whole_tokens[s] for s in self.special_to_id}
+        self._merger = Merger(self.token_to_id, self.merges)
+        self._seed = whole_tokens
+        self._local = threading.local()
 
     def __reduce__(self):
         # Pickle what rebuilds the tokenizer, not its cache.
@@ -178,16 +191,51 @@ class Tokenizer:
             )
 
     def _encode_to_bytes(self, text: str) -> bytes:
-        # Split on special tokens -> pre-tokenize in blocks -> look each pre-token up in the
-        # cache, which merges the ones it lacks -> join.
-        lookup = self._pretoken_ids.__getitem__
+        # Split on special tokens -> pre-tokenize in blocks -> look each block up in the cache
+        # -> merge what it lacked, a batch of blocks' worth together -> join.
+        cache = self._cache()
+        cache.missed.clear()  # what a failed call left
         out: list[bytes] = []
+        missed: list[tuple[int, list[str]]] = []  # (place in `out`, block) of blocks that missed
+        looked_up = 0
+        for block in self._blocks(text):
+            misses = len(cache.missed)
+            out.append(b"".join(map(cache.__getitem__, block)))
+            if len(cache.missed) > misses:
+                missed.append((len(out) - 1, block))
+            looked_up += len(block)
+            if looked_up >= BATCH_PRETOKENS:
+                self._merge_missed(cache, out, missed)
+                looked_up = 0
+        self._merge_missed(cache, out, missed)
+        return b"".join(out)
+
+    @staticmethod
+    def _merge_missed(
+        cache: _PretokenCache, out: list[bytes], missed: list[tuple[int, list[str]]]
+    ) -> None:
+        """Merge the pre-tokens the cache missed and look their blocks up again."""
+        cache.merge_missed()
+        for k, block in missed:
+            out[k] = b"".join(map(cache.__getitem__, block))
+        missed.clear()
+        cache.bound()
+
+    def _cache(self) -> _PretokenCache:
+        """This thread's cache (threads that share a tokenizer each have one)."""
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = _PretokenCache(self._merger, self._typecode, self._seed)
+        return cache
+
+    def _blocks(self, text: str) -> Iterator[list[str]]:
+        """The pre-tokens of `text` in blocks; a special token is a block of its own (the cache
+        holds its id, as it holds every token's)."""
         for piece, is_special in split_on_special_tokens(text, self._special_re):
             if is_special:
-                out.append(self._special_ids[piece])
+                yield [piece]
             else:
-                out.extend(b"".join(map(lookup, block)) for block in pretokenize_blocks(piece))
-        return b"".join(out)
+                yield from pretokenize_blocks(piece)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; special tokens (longest match first) become their own ids."""
