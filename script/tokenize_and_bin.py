@@ -81,7 +81,8 @@ def main() -> None:
     print(
         f"compression: {stats.bytes_per_token:.3f} bytes/token; throughput: "
         f"{stats.mb_per_second:.1f} MB/s with {args.workers} workers "
-        f"({stats.mb_per_second / args.workers:.1f} MB/s a worker), {stats.seconds:.3g} s"
+        f"({stats.mb_per_second / args.workers:.1f} MB/s a worker): {stats.seconds:.3g} s, "
+        f"{stats.cpu_seconds:.3g} CPU s in all"
     )
 
 

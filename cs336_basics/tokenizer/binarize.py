@@ -38,6 +38,7 @@ class EncodeStats:
     input_bytes: int
     num_tokens: int
     seconds: float
+    cpu_seconds: float  # of this process and its workers together
     dtype: str  # "uint16" or "uint32"
 
     @property
@@ -77,7 +78,7 @@ def encode_file(
     if size == 0:
         raise ValueError(f"{input_path} is empty: there is no text to encode")
     workers = num_workers or os.cpu_count() or 1
-    start_time = time.perf_counter()
+    start_time, start_cpu = time.perf_counter(), _cpu_seconds()
     # Up to 8 ranges a worker, so that none idles long at the end while another still works.
     ranges_per_worker = min(max(size // (workers * MIN_RANGE_BYTES), 1), 8)
     chunk_size = min(chunk_size, -(-size // (workers * ranges_per_worker)))
@@ -109,7 +110,14 @@ def encode_file(
         assert len(header) == len(placeholder), "npy header length depends on the array length"
         out.seek(0)
         out.write(header)
-    return EncodeStats(size, num_tokens, time.perf_counter() - start_time, dtype.name)
+    seconds, cpu_seconds = time.perf_counter() - start_time, _cpu_seconds() - start_cpu
+    return EncodeStats(size, num_tokens, seconds, cpu_seconds, dtype.name)
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have been waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _npy_header(dtype: np.dtype, length: int) -> bytes:

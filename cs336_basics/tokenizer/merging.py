@@ -101,6 +101,8 @@ class Merger:
         a pair of that rank starts. The lowest rank merges at its positions left to right (one
         sort, no heap work per merge); a position whose pair has changed since it was noted is
         skipped."""
+        if min(pair_ranks) == NO_MERGE:  # nothing merges: a run of a byte the vocab never joins
+            return ids
         n = len(ids)
         rank_at = [*pair_ranks, NO_MERGE]  # rank of the pair starting at each position
         after = list(range(1, n + 1))  # the next alive position (n: none)
