@@ -22,7 +22,7 @@ from cs336_basics.tokenizer.pretokenize import (
 
 # A saved tokenizer is a folder with these two files, in GPT-2's format.
 VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
-# Pre-tokens the encode cache gains before it is reset (~25 MB at most).
+# Pre-tokens a thread's encode cache gains before it is reset (~25 MB at most).
 CACHE_MAX_ENTRIES = 200_000
 # encode_iterable gathers at least this many characters before it encodes a batch.
 STREAM_BATCH_CHARS = 1 << 16
@@ -195,30 +195,36 @@ class Tokenizer:
         # -> merge what it lacked, a batch of blocks' worth together -> join.
         cache = self._cache()
         cache.missed.clear()  # what a failed call left
-        out: list[bytes] = []
-        missed: list[tuple[int, list[str]]] = []  # (place in `out`, block) of blocks that missed
+        out: list[bytes | list[bytes]] = []  # a block's packed ids, or their list with holes
+        holed: list[tuple[int, list[str], int]] = []  # (place in `out`, block, holes)
         looked_up = 0
         for block in self._blocks(text):
             misses = len(cache.missed)
-            out.append(b"".join(map(cache.__getitem__, block)))
+            ids = list(map(cache.__getitem__, block))
             if len(cache.missed) > misses:
-                missed.append((len(out) - 1, block))
+                holed.append((len(out), block, len(cache.missed) - misses))
+                out.append(ids)
+            else:
+                out.append(b"".join(ids))
             looked_up += len(block)
             if looked_up >= BATCH_PRETOKENS:
-                self._merge_missed(cache, out, missed)
+                self._fill_holes(cache, out, holed)
                 looked_up = 0
-        self._merge_missed(cache, out, missed)
+        self._fill_holes(cache, out, holed)
         return b"".join(out)
 
     @staticmethod
-    def _merge_missed(
-        cache: _PretokenCache, out: list[bytes], missed: list[tuple[int, list[str]]]
-    ) -> None:
-        """Merge the pre-tokens the cache missed and look their blocks up again."""
+    def _fill_holes(cache: _PretokenCache, out: list, holed: list[tuple[int, list[str], int]]):
+        """Merge the pre-tokens the cache missed, then put their ids in place of the b"" they
+        looked up as."""
         cache.merge_missed()
-        for k, block in missed:
-            out[k] = b"".join(map(cache.__getitem__, block))
-        missed.clear()
+        for k, block, holes in holed:
+            ids, i = out[k], -1
+            for _ in range(holes):
+                i = ids.index(b"", i + 1)
+                ids[i] = cache[block[i]]
+            out[k] = b"".join(ids)
+        holed.clear()
         cache.bound()
 
     def _cache(self) -> _PretokenCache:
