@@ -12,7 +12,6 @@ The text is read as UTF-8 with bytes that are not valid UTF-8 replaced by U+FFFD
 import io
 import os
 import time
-from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -133,10 +132,10 @@ def _tiktoken_encoder(tokenizer: Tokenizer, path: Path, size: int):
     """tiktoken's encode, packed as ours, once it has given our ids on three samples of the file
     (its start, middle and end): else ValueError."""
     encoding = tokenizer.to_tiktoken()
-    typecode = {2: "H", 4: "I"}[tokenizer.id_dtype.itemsize]
 
     def encode(text: str) -> bytes:
-        return array(typecode, encoding.encode(text, allowed_special="all")).tobytes()
+        ids = encoding.encode_to_numpy(text, allowed_special="all")
+        return ids.astype(tokenizer.id_dtype).tobytes()
 
     middle = max(size // 2 - TIKTOKEN_CHECK_BYTES // 2, 0)
     for start in sorted({0, middle, max(size - TIKTOKEN_CHECK_BYTES, 0)}):
