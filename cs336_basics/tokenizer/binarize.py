@@ -1,9 +1,9 @@
 """Encode a text file into a flat `.npy` array of token ids, in parallel.
 
 The file is cut into ranges that split no pre-token and no special token (`chunk_ranges`), so
-encoding the ranges one by one gives exactly `tokenizer.encode(whole_text)`. This process and
-forked workers encode the ranges (`map_ranges`) while this one appends them, in order, to a
-temp `.npy` next to the output, renamed into place when complete.
+encoding the ranges one by one gives exactly `tokenizer.encode(whole_text)`. Forked workers
+encode the ranges (`map_ranges`) while this process appends them, in order, to a temp `.npy`
+next to the output, renamed into place when complete.
 
 The text is read as UTF-8 with bytes that are not valid UTF-8 replaced by U+FFFD, as
 `open(path, errors="replace").read()` gives it.
@@ -66,9 +66,8 @@ def encode_file(
     file size. The output appears only when complete; on an error or interrupt it is left as
     it was.
 
-    backend="tiktoken" encodes with `tokenizer.to_tiktoken()` (several times faster), after
-    checking that it gives our ids on a sample of the file; if not, it raises ValueError before
-    writing anything.
+    backend="tiktoken" encodes with `tokenizer.to_tiktoken()` (faster), after checking that it
+    gives our ids on a sample of the file; if not, it raises ValueError before writing anything.
     """
     input_path = Path(input_path)
     if not input_path.is_file():

@@ -189,8 +189,8 @@ def count_file_pretokens(
 ) -> Counter:
     """Counts of every pre-token (as bytes) of a text file, special tokens excluded.
 
-    The file is read range by range (`chunk_ranges`) by this process and `num_workers - 1`
-    forked ones (`map_ranges`), each keeping one Counter, so memory follows the number of
+    The file is read range by range (`chunk_ranges`) by `num_workers` forked processes
+    (`map_ranges`; one works here), each keeping one Counter, so memory follows the number of
     distinct pre-tokens, not the file size.
     """
     from tqdm import tqdm  # here, not at the top: encoders never need it
