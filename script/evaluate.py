@@ -17,7 +17,7 @@ import torch
 from cs336_basics.data import check_token_range, load_tokens
 from cs336_basics.hellaswag import Example, load_examples, score_examples
 from cs336_basics.nn.functional import perplexity
-from cs336_basics.tokenizer_stats import load_tokenizer
+from cs336_basics.tokenizer.tokenizer import Tokenizer
 from cs336_basics.training.evaluation import estimate_loss
 from cs336_basics.training.prepare import check_vocab_size
 from cs336_basics.training.trainer import load_trained_model
@@ -105,7 +105,7 @@ def main() -> None:
             )
             print(f"{args.tokens}: loss {loss:.4f} nats/token, perplexity {perplexity(loss):.2f}")
         if args.hellaswag:
-            tokenizer = load_tokenizer(tokenizer_dir, cfg.data.special_tokens)
+            tokenizer = Tokenizer.from_dir(tokenizer_dir, cfg.data.special_tokens)
             examples = load_examples(args.hellaswag, args.limit)
             if args.lowercase:
                 examples = [

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from cs336_basics.generation import generate_text
-from cs336_basics.tokenizer_stats import load_tokenizer
+from cs336_basics.tokenizer.tokenizer import Tokenizer
 from cs336_basics.training.prepare import check_vocab_size
 from cs336_basics.training.trainer import load_trained_model
 
@@ -107,7 +107,7 @@ def main() -> None:
         model, cfg = load_trained_model(args.checkpoint, device=args.device)
         tokenizer_dir = args.tokenizer_dir or cfg.data.tokenizer_dir
         check_vocab_size(tokenizer_dir, cfg.model.vocab_size)
-        tokenizer = load_tokenizer(tokenizer_dir, cfg.data.special_tokens)
+        tokenizer = Tokenizer.from_dir(tokenizer_dir, cfg.data.special_tokens)
         device = next(model.parameters()).device
         print(
             f"model: {args.checkpoint} ({sum(p.numel() for p in model.parameters()):,} parameters, "

@@ -1,8 +1,10 @@
 """Tokenizer experiments: compression (bytes/token) of each tokenizer on each text, and encoding speed.
 
-Example (the handout's questions: TinyStories vs OpenWebText tokenizers, cross-domain, the Pile):
+Example (the handout's questions: TinyStories vs OpenWebText tokenizers, cross-domain, the Pile),
+with the tokenizers that `script/train_bpe_tokenizer.py --input data/<text>.txt --vocab-size N`
+writes (10K on TinyStories, 32K on OpenWebText):
   uv run python script/tokenizer_experiments.py \\
-      --tokenizer ts=model/tinystories_10k owt=model/owt_32k \\
+      --tokenizer ts=model/TinyStoriesV2-GPT4-train-bpe10000 owt=model/owt_train-bpe32000 \\
       --text ts=data/TinyStoriesV2-GPT4-valid.txt owt=data/owt_valid.txt --corpus-gb 825
 """
 
@@ -13,12 +15,13 @@ from tqdm import tqdm
 
 from cs336_basics.fileio import atomic_write
 from cs336_basics.markdown import markdown_table
-from cs336_basics.tokenizer_stats import (
+from cs336_basics.tokenizer.stats import (
+    EOT,
     compression_ratio,
-    load_tokenizer,
     measure_throughput,
     sample_documents,
 )
+from cs336_basics.tokenizer.tokenizer import Tokenizer
 
 
 def named_paths(values: list[str]) -> dict[str, Path]:
@@ -74,7 +77,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     args = parser.parse_args()
 
-    tokenizers = {name: load_tokenizer(p) for name, p in named_paths(args.tokenizer).items()}
+    tokenizers = {
+        name: Tokenizer.from_dir(p, [EOT]) for name, p in named_paths(args.tokenizer).items()
+    }
     texts = named_paths(args.text)
     docs = {name: sample_documents(p, args.docs, args.seed) for name, p in texts.items()}
 

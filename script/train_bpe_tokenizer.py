@@ -1,6 +1,7 @@
 """Train a byte-level BPE tokenizer on a text file; save GPT-2-format vocab.json and merges.txt.
 
-uv run python script/train_bpe_tokenizer.py --input data/TinyStoriesV2-GPT4-train.txt --vocab-size 10000
+Example (writes model/TinyStoriesV2-GPT4-train-bpe10000/, which tokenize_and_bin.py then reads):
+  uv run python script/train_bpe_tokenizer.py --input data/TinyStoriesV2-GPT4-train.txt --vocab-size 10000
 """
 
 import argparse
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import psutil
 
-from cs336_basics import train_bpe
-from cs336_basics.tokenizer.files import write_merges_txt, write_vocab_json
+from cs336_basics.tokenizer.bpe import train_bpe
+from cs336_basics.tokenizer.cli import one_line_errors
+from cs336_basics.tokenizer.tokenizer import Tokenizer
 
 
 class PeakMemory:
@@ -89,32 +91,28 @@ def main() -> None:
 
     name = args.name or f"{args.input.stem}-bpe{args.vocab_size}"
     out = args.out or Path("model") / name
-    print(
-        f"training {args.vocab_size:,}-token BPE on {args.input} "
-        f"({args.workers or os.cpu_count()} workers, special tokens {args.special_tokens})"
-    )
-    start = time.perf_counter()
-    try:
+    with one_line_errors(f"nothing written to {out}"):
+        print(
+            f"training {args.vocab_size:,}-token BPE on {args.input} "
+            f"({args.workers or os.cpu_count()} workers, special tokens {args.special_tokens})",
+            flush=True,
+        )
+        start = time.perf_counter()
         with PeakMemory() as memory:
             vocab, merges = train_bpe(
                 args.input,
                 args.vocab_size,
                 args.special_tokens,
                 num_workers=args.workers,
-                progress=True,
+                progress=sys.stderr.isatty(),
             )
         seconds = time.perf_counter() - start
-        write_vocab_json(vocab, out / "vocab.json")
-        write_merges_txt(merges, out / "merges.txt")
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        Tokenizer(vocab, merges, args.special_tokens).save_dir(out)
 
     print(f"done in {seconds:.1f} s, peak memory {memory.peak / 2**20:.0f} MiB (all processes)")
     if len(vocab) < args.vocab_size:
         print(f"stopped early: no pair left to merge after {len(merges):,} merges")
-    print(
-        f"wrote {out / 'vocab.json'} ({len(vocab):,} tokens) and {out / 'merges.txt'} ({len(merges):,} merges)"
-    )
+    print(f"wrote {out}: {len(vocab):,} tokens, {len(merges):,} merges")
     longest = sorted(vocab.values(), key=len, reverse=True)[: args.show_longest]
     print("longest tokens:")
     for token in longest:

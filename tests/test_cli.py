@@ -38,8 +38,7 @@ def data(tmp_path_factory) -> Path:
 
     vocab, merges = train_bpe(d / "train.txt", 300, ["<|endoftext|>"])
     tokenizer = Tokenizer(vocab, merges, ["<|endoftext|>"])
-    (d / "tok").mkdir()
-    tokenizer.save(d / "tok" / "vocab.json", d / "tok" / "merges.txt")
+    tokenizer.save_dir(d / "tok")
     ids = np.array(tokenizer.encode(text), dtype=np.uint16)
     np.save(d / "train.npy", ids)
     np.save(d / "valid.npy", ids[:500])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cs336_basics.config import load_config, short_run_overrides, with_overrides
-from cs336_basics.tokenizer_stats import (
+from cs336_basics.tokenizer.stats import (
     compression_ratio,
     measure_throughput,
     sample_documents,

@@ -193,11 +193,7 @@ def test_trained_checkpoint_exports(tmp_path, data_overrides, tokenizer, tie):
     model, cfg = load_trained_model(run_dir, device="cpu")
     assert not torch.equal(model.ln_final.weight, torch.ones_like(model.ln_final.weight))
 
-    ours = Tokenizer.from_files(
-        Path(cfg.data.tokenizer_dir) / "vocab.json",
-        Path(cfg.data.tokenizer_dir) / "merges.txt",
-        cfg.data.special_tokens,
-    )
+    ours = Tokenizer.from_dir(cfg.data.tokenizer_dir, cfg.data.special_tokens)
     prompt = ours.encode("Once upon a time, there was a")
     _assert_same_model(model, out, prompt)
     hf_tokenizer = AutoTokenizer.from_pretrained(out)
@@ -208,7 +204,7 @@ def test_trained_checkpoint_exports(tmp_path, data_overrides, tokenizer, tie):
     # The script, as a user runs it: errors in one line, --overwrite, --dtype.
     other = tmp_path / "other_tokenizer"
     other.mkdir()
-    tokenizer.save(other / "vocab.json", other / "merges.txt")  # 420 ids: too many
+    tokenizer.save_dir(other)  # 420 ids: too many
     export = [sys.executable, str(ROOT / "script/export_hf.py"), "--checkpoint", str(run_dir)]
     for extra, message in (
         (["--out", str(out), "--tokenizer-dir", str(other)], "ids up to 419"),

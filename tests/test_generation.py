@@ -296,7 +296,7 @@ def test_generate_script_end_to_end(tmp_path, monkeypatch, capsys):
 
     tokenizer_dir = tmp_path / "tokenizer"
     tokenizer_dir.mkdir()
-    byte_tokenizer().save(tokenizer_dir / "vocab.json", tokenizer_dir / "merges.txt")
+    byte_tokenizer().save_dir(tokenizer_dir)
     model = tiny_model()
     shape = {
         k: getattr(model.config, k)

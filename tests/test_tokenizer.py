@@ -5,19 +5,14 @@ project's trainer), so the tests need nothing from outside the repository.
 """
 
 import json
-import multiprocessing
-import os
 import random
-import signal
-import subprocess
 import sys
 import time
 import tracemalloc
+from array import array
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,10 +20,10 @@ import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cs336_basics.tokenizer import binarize
+from cs336_basics.tokenizer import merging
 from cs336_basics.tokenizer import pretokenize as pretokenize_module
 from cs336_basics.tokenizer import tokenizer as tokenizer_module
-from cs336_basics.tokenizer.binarize import FileEncoder, encode_file
+from cs336_basics.tokenizer.binarize import encode_file
 from cs336_basics.tokenizer.merging import Merger
 from cs336_basics.tokenizer.pretokenize import (
     ASCII_PRETOKEN_RE,
@@ -40,7 +35,6 @@ from cs336_basics.tokenizer.tokenizer import Tokenizer
 
 from .adapters import get_tokenizer
 
-REPO = Path(__file__).resolve().parent.parent
 EOT = "<|endoftext|>"
 
 _WORDS = (  # noqa: SIM905 (a word list reads best as text)
@@ -95,26 +89,29 @@ def naive_train(text: str, num_merges: int) -> tuple[dict[int, bytes], list[tupl
     return vocab, merges
 
 
+def naive_merge(word: bytes, merges: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Reference: merge the single leftmost lowest-rank pair at a time until no merge applies."""
+    rank = {m: r for r, m in enumerate(merges)}
+    parts = [bytes([b]) for b in word]
+    while True:
+        ranked = [(rank[p], i) for i, p in enumerate(pairwise(parts)) if p in rank]
+        if not ranked:
+            return parts
+        _, i = min(ranked)
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+
+
 def naive_encode(
     text: str, vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]], specials: list[str]
 ) -> list[int]:
-    """Reference: split on specials (leftmost, then longest), then per pre-token merge the single
-    leftmost lowest-rank pair at a time until no merge applies."""
+    """Reference: split on specials (leftmost, then longest), then merge each pre-token."""
     token_id = {b: i for i, b in vocab.items()}
-    rank = {m: r for r, m in enumerate(merges)}
     by_length = sorted(specials, key=len, reverse=True)
     ids: list[int] = []
 
     def ordinary(piece: str) -> None:
         for pre in PRETOKEN_RE.findall(piece):
-            parts = [bytes([b]) for b in pre.encode("utf-8")]
-            while True:
-                ranked = [(rank[p], i) for i, p in enumerate(pairwise(parts)) if p in rank]
-                if not ranked:
-                    break
-                _, i = min(ranked)
-                parts[i : i + 2] = [parts[i] + parts[i + 1]]
-            ids.extend(token_id[p] for p in parts)
+            ids.extend(token_id[p] for p in naive_merge(pre.encode("utf-8"), merges))
 
     start = i = 0
     while i < len(text):
@@ -230,48 +227,167 @@ def test_encode_matches_naive_merges(trained, tok, text):
 @given(
     st.lists(
         st.one_of(
-            st.binary(max_size=60),
-            st.text(alphabet="ab ", max_size=70).map(str.encode),  # runs: overlapping pairs
+            st.binary(max_size=300),
+            st.text(alphabet="ab ", max_size=300).map(str.encode),  # runs: overlapping pairs
+            st.sampled_from(_WORDS).map(lambda w: (" " + w).encode() * 40),
+        ),
+        max_size=20,
+    )
+)
+def test_long_pretokens_merge_as_short_ones(trained, words):
+    """The heap over linked symbols (long pre-tokens) and the list scans (short ones) both give
+    the naive merge loop's tokens, for words of any length, whole tokens and single bytes."""
+    merger = Merger(Tokenizer(*trained).token_to_id, trained[1])
+    token_id = Tokenizer(*trained).token_to_id
+    with pytest.MonkeyPatch.context() as patch:
+        for long_from in (0, 10**9):  # every pre-token takes the heap, then none does
+            patch.setattr(merging, "LONG_PRETOKEN_BYTES", long_from)
+            for word in words:
+                expected = [token_id[t] for t in naive_merge(word, trained[1])]
+                assert merger.merge(word) == ([token_id[word]] if word in token_id else expected)
+
+
+@st.composite
+def merges_in_any_order(draw) -> list[tuple[bytes, bytes]]:
+    """Merges of tokens made from a, b and c, in an order that BPE training would not make."""
+    tokens, merges = [b"a", b"b", b"c"], []
+    for _ in range(draw(st.integers(1, 15))):
+        pair = (draw(st.sampled_from(tokens)), draw(st.sampled_from(tokens)))
+        if pair not in merges:
+            merges.append(pair)
+            tokens.append(pair[0] + pair[1])
+    return draw(st.permutations(merges))
+
+
+@settings(max_examples=300, deadline=None)
+@given(merges_in_any_order(), st.lists(st.text("abc", min_size=2, max_size=300), max_size=4))
+def test_merges_in_any_order_give_the_naive_loops_tokens(merges, words):
+    """Where a merge makes a pair ranked before itself, that pair merges next (in the heap too)."""
+    vocab = {i: bytes([i]) for i in range(256)}
+    for left, right in merges:
+        vocab[len(vocab)] = left + right
+    tok = Tokenizer(vocab, merges)
+    merger = Merger(tok.token_to_id, merges)
+    with pytest.MonkeyPatch.context() as patch:
+        for long_from in (0, 10**9):
+            patch.setattr(merging, "LONG_PRETOKEN_BYTES", long_from)
+            for word in map(str.encode, words):
+                if word not in tok.token_to_id:
+                    expected = [tok.token_to_id[t] for t in naive_merge(word, merges)]
+                    assert merger.merge(word) == expected
+
+
+def test_merge_names_a_missing_byte(monkeypatch):
+    merger = Merger({bytes([i]): i for i in range(255)}, [])
+    for long_from in (0, 10**9):
+        monkeypatch.setattr(merging, "LONG_PRETOKEN_BYTES", long_from)
+        with pytest.raises(ValueError, match=r"byte b'\\xff'"):
+            merger.merge(b"ok\xffok")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=20),
+            st.text(alphabet="ab ", max_size=20).map(str.encode),  # runs: overlapping pairs
             st.sampled_from(_WORDS).map(lambda w: (" " + w).encode()),
         ),
         max_size=80,
     )
 )
 def test_merge_many_equals_merge_one_by_one(trained, words):
-    """The numpy batch (one merge per word per step) gives exactly the sequential merge loop,
-    for words of any length (long ones go one by one), whole tokens and single bytes."""
+    """The numpy batch (one merge in every word per step) gives exactly `merge`, for words of
+    any length (long ones go one by one), whole tokens and single bytes."""
     merger = Merger(Tokenizer(*trained).token_to_id, trained[1])
-    for dtype in (np.dtype(np.uint16), np.dtype(np.uint32)):
-        expected = [np.array(merger.merge(w), dtype).tobytes() for w in words]
-        assert merger.merge_many(words, dtype) == expected
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(merging, "MERGE_MANY_MIN", 1)
+        for typecode in ("H", "I"):
+            expected = [array(typecode, merger.merge(w)).tobytes() for w in words]
+            assert merger.merge_many(words, typecode) == expected
 
 
-def test_merge_many_names_a_missing_byte():
+def test_merge_many_names_a_missing_byte(monkeypatch):
+    monkeypatch.setattr(merging, "MERGE_MANY_MIN", 1)
     merger = Merger({bytes([i]): i for i in range(255)}, [])
     with pytest.raises(ValueError, match=r"byte b'\\xff'"):
-        merger.merge_many([b"fine", b"ok\xffok"], np.dtype(np.uint16))
+        merger.merge_many([b"fine", b"ok\xffok"], "H")
 
 
 def test_cold_encoding_in_batches_matches_tiktoken(trained, enc, monkeypatch):
-    """A fresh tokenizer on a long text merges its new pre-tokens in numpy batches: the ids are
-    those of tiktoken, and of merging them one at a time, in batches of any size."""
+    """A fresh tokenizer merges the pre-tokens it lacks after each batch, together or one by
+    one: the ids are tiktoken's for batches of any size."""
     text = EOT.join([make_corpus(3000, seed=5), *TEXTS])
     expected = enc.encode(text, allowed_special="all")
-    assert Tokenizer(*trained, special_tokens=[EOT]).encode(text) == expected
-    monkeypatch.setattr(tokenizer_module, "MERGE_MANY_MIN", 10**9)
-    assert Tokenizer(*trained, special_tokens=[EOT]).encode(text) == expected
-    monkeypatch.setattr(tokenizer_module, "MERGE_MANY_MIN", 0)
-    for batch in (1, 100, 10**9):
+    for batch, many_from in [(1, 1), (100, 1), (10**9, 1), (10**9, 10**9)]:
         monkeypatch.setattr(tokenizer_module, "BATCH_PRETOKENS", batch)
+        monkeypatch.setattr(merging, "MERGE_MANY_MIN", many_from)
         assert Tokenizer(*trained, special_tokens=[EOT]).encode(text) == expected
+
+
+def doubling_tokenizer() -> Tokenizer:
+    """A vocab where a run of `a` merges into tokens of 2, 4, ..., 64 `a`s: a run of n bytes takes
+    about n merges."""
+    merges = [(b"a" * 2**k, b"a" * 2**k) for k in range(6)]
+    vocab = {i: bytes([i]) for i in range(256)} | {256 + k: b"a" * 2 ** (k + 1) for k in range(6)}
+    return Tokenizer(vocab, merges)
+
+
+def test_long_runs_cost_grows_linearly():
+    """A run 10x longer costs about 10x the CPU time (a merge loop that scans the whole
+    pre-token for each merge would cost 100x), and gives tiktoken's ids."""
+    tok = doubling_tokenizer()
+    assert tok.encode("a" * 200 + "ab") == tiktoken_for(tok).encode("a" * 200 + "ab")
+
+    def cpu_seconds(n: int) -> float:
+        best = float("inf")
+        for _ in range(3):
+            fresh = Tokenizer(tok.vocab, tok.merges)  # nothing cached
+            start = time.process_time()
+            fresh.encode(" " + "a" * n)
+            best = min(best, time.process_time() - start)
+        return best
+
+    growth = cpu_seconds(50_000) / cpu_seconds(5_000)
+    assert growth < 30, f"10x the run took {growth:.0f}x the time"
+
+
+def test_cache_reset_keeps_ids(trained, enc, monkeypatch):
+    """The cache is reset whenever it grows past its bound: ids stay tiktoken's."""
+    monkeypatch.setattr(tokenizer_module, "CACHE_MAX_ENTRIES", 50)
+    text = EOT.join([make_corpus(3000, seed=5), *TEXTS])
+    assert Tokenizer(*trained, special_tokens=[EOT]).encode(text) == enc.encode(
+        text, allowed_special="all"
+    )
+
+
+SURROGATES = ["\ud800", "\udbff", "\udc00", "\udcff", "\udfff", "\ud83d\ude00", "\ud83d"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(SURROGATES + _WORDS + [" ", "\n", "  ", EOT, "é", "🙂"])).map("".join),
+    st.data(),
+)
+def test_lone_surrogates_match_tiktoken(tok, enc, text, data):
+    """Text with surrogates is read through UTF-16 with replacement, as tiktoken reads it: a pair
+    is its character, a lone surrogate U+FFFD. Streamed in pieces, it encodes the same."""
+    ids = tok.encode(text)
+    assert ids == enc.encode(text, allowed_special="all")
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=5)))
+    chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tokenizer_module, "STREAM_BATCH_CHARS", 1)
+        assert list(tok.encode_iterable(chunks)) == ids
 
 
 def test_encoding_after_an_error_and_from_threads(trained, enc):
     """An encode that failed halfway leaves nothing behind, and threads may share a tokenizer."""
     text = make_corpus(300, seed=8)
-    failing = Tokenizer({i: bytes([i]) for i in range(255)}, [])  # no token for byte 0xFF
-    with pytest.raises(ValueError, match="not in the vocab"):
-        failing.encode(text + " \udcff")
+    assert "Q" not in text
+    failing = Tokenizer({i: bytes([i]) for i in range(256) if i != ord("Q")}, [])
+    with pytest.raises(ValueError, match="byte b'Q'.* not in the vocab"):
+        failing.encode(text + " Quit")
     assert failing.encode(text) == list(text.encode())
     tok = Tokenizer(*trained, special_tokens=[EOT])
     texts = [make_corpus(2000, seed=s) for s in range(4)]
@@ -532,6 +648,52 @@ def test_missing_files_raise_clear_errors(tmp_path):
         Tokenizer.from_files(tmp_path / "nope.json", tmp_path / "nope.txt")
 
 
+def test_save_dir_and_from_dir_roundtrip(tok, tmp_path):
+    tok.save_dir(tmp_path / "new" / "folder")
+    assert sorted(p.name for p in (tmp_path / "new" / "folder").iterdir()) == [
+        "merges.txt",
+        "vocab.json",
+    ]
+    loaded = Tokenizer.from_dir(tmp_path / "new" / "folder", [EOT])
+    assert loaded.vocab == tok.vocab and loaded.merges == tok.merges
+    text = EOT.join(TEXTS)
+    assert loaded.encode(text) == tok.encode(text)
+
+
+def test_from_dir_without_a_tokenizer_points_to_training(tok, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"vocab.json and merges.txt.*train_bpe_tokenizer"):
+        Tokenizer.from_dir(tmp_path / "none")
+    tok.save_dir(tmp_path / "half")
+    (tmp_path / "half" / "merges.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"merges.txt not found.*train_bpe_tokenizer"):
+        Tokenizer.from_dir(tmp_path / "half")
+
+
+def test_save_writes_neither_file_when_one_cannot_be_written(trained, tmp_path):
+    """A vocab that GPT-2's format cannot hold (two ids, one token) leaves no file behind."""
+    vocab, merges = trained
+    with pytest.raises(ValueError, match="both hold the bytes"):
+        Tokenizer({**vocab, len(vocab): vocab[0]}, merges).save_dir(tmp_path / "tk")
+    assert list((tmp_path / "tk").iterdir()) == []
+
+
+def test_to_tiktoken_gives_our_ids(trained, tok):
+    """The tiktoken Encoding gives our ids on special tokens, non-ASCII text, emoji and
+    whitespace runs, with the trainer's id layout (specials first) too."""
+    text = EOT.join(TEXTS) + EOT + " \n\n\t  " + EOT + EOT + "🙂" * 50 + " " * 30 + "x"
+    assert tok.to_tiktoken().encode(text, allowed_special="all") == tok.encode(text)
+    vocab, merges = trained
+    specials_first = {0: EOT.encode(), **{i + 1: b for i, b in vocab.items()}}
+    tok = Tokenizer(specials_first, merges, [EOT])
+    assert tok.to_tiktoken().encode(text, allowed_special="all") == tok.encode(text)
+
+
+def test_to_tiktoken_without_tiktoken_says_what_to_install(tok, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tiktoken", None)  # as if not installed
+    with pytest.raises(ImportError, match="needs the tiktoken package"):
+        tok.to_tiktoken()
+
+
 def test_merge_of_unknown_token_raises():
     with pytest.raises(ValueError, match="not in the vocab"):
         Tokenizer({i: bytes([i]) for i in range(256)}, [(b"a", b"b")])
@@ -540,25 +702,13 @@ def test_merge_of_unknown_token_raises():
 # --- binarization -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def parallel_even_for_small_files(monkeypatch):
-    monkeypatch.setattr(binarize, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(binarize, "FORK_MIN_BYTES", 0)
-
-
-def test_binarize_matches_encode(tok, tmp_path, parallel_even_for_small_files):
+def test_binarize_matches_encode(tok, tmp_path):
+    """Ranges encoded by two processes, in order; bytes that are not UTF-8 read as U+FFFD."""
     raw = (EOT.join([make_corpus(2000, seed=3), *TEXTS]) + "\n").encode() + b"bad \xff\xfe bytes\n"
     (tmp_path / "in.txt").write_bytes(raw)
-    stats = encode_file(
-        tok,
-        tmp_path / "in.txt",
-        tmp_path / "out" / "ids.npy",
-        num_workers=2,
-        progress=False,
-        chunk_size=500,
-    )
+    stats = encode_file(tok, tmp_path / "in.txt", tmp_path / "out" / "ids.npy", 2, chunk_size=500)
     ids = np.load(tmp_path / "out" / "ids.npy", mmap_mode="r")
-    expected = tok.encode(raw.decode("utf-8", "surrogateescape"))
+    expected = tok.encode(raw.decode("utf-8", "replace"))
     assert ids.dtype == np.uint16 and stats.dtype == "uint16"
     assert ids.tolist() == expected
     assert stats.num_tokens == len(expected) and stats.input_bytes == len(raw)
@@ -566,93 +716,13 @@ def test_binarize_matches_encode(tok, tmp_path, parallel_even_for_small_files):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["ids.npy"]  # no temp file left
 
 
-def test_binarize_error_in_worker_leaves_no_output(tmp_path, parallel_even_for_small_files):
-    tok = Tokenizer({i: bytes([i]) for i in range(255)}, [])  # no token for byte 0xFF
-    (tmp_path / "in.txt").write_bytes(b"fine text\n" * 500 + b"bad \xff\n" + b"more text\n" * 500)
+def test_binarize_error_in_worker_leaves_no_output(tmp_path):
+    tok = Tokenizer({i: bytes([i]) for i in range(256) if i != ord("Q")}, [])
+    (tmp_path / "in.txt").write_bytes(b"fine text\n" * 500 + b"bad Q\n" + b"more text\n" * 500)
     (tmp_path / "out").mkdir()
-    with pytest.raises(ValueError, match="not in the vocab"):
-        encode_file(
-            tok,
-            tmp_path / "in.txt",
-            tmp_path / "out" / "ids.npy",
-            num_workers=2,
-            progress=False,
-            chunk_size=300,
-        )
+    with pytest.raises(ValueError, match="byte b'Q'.* not in the vocab"):
+        encode_file(tok, tmp_path / "in.txt", tmp_path / "out" / "ids.npy", 2, chunk_size=300)
     assert list((tmp_path / "out").iterdir()) == []
-
-
-def test_binarize_helper_that_dies_is_reported(
-    tok, tmp_path, parallel_even_for_small_files, monkeypatch
-):
-    parent = os.getpid()
-    encode_range = binarize._encode_range
-
-    def dies_in_helper(*args):
-        if os.getpid() != parent:
-            os._exit(3)  # as if killed, say for memory
-        time.sleep(0.02)  # leave ranges for the helper to claim
-        return encode_range(*args)
-
-    monkeypatch.setattr(binarize, "_encode_range", dies_in_helper)
-    (tmp_path / "in.txt").write_text(make_corpus(3000, seed=4), encoding="utf-8")
-    with pytest.raises(RuntimeError, match="helper process died"):
-        encode_file(tok, tmp_path / "in.txt", tmp_path / "ids.npy", 2, False, chunk_size=2000)
-    assert list(tmp_path.iterdir()) == [tmp_path / "in.txt"]
-
-
-def test_file_encoder_serves_file_after_file(tok, tmp_path, parallel_even_for_small_files):
-    """Helpers that built their own tokenizer (from a function, as tokenize_and_bin.py does)
-    encode several files; a file that fails leaves none of its results to the next."""
-    tok.save(tmp_path / "vocab.json", tmp_path / "merges.txt")
-    load = partial(Tokenizer.from_files, tmp_path / "vocab.json", tmp_path / "merges.txt", [EOT])
-    texts = [make_corpus(1500, seed=s) + EOT + TEXTS[s] for s in range(3)]
-    for i, text in enumerate(texts):
-        (tmp_path / f"in{i}.txt").write_text(text, encoding="utf-8")
-    (tmp_path / "bad.txt").write_bytes(b"fine text\n" * 400 + b"\xff" + b"more text\n" * 400)
-    with FileEncoder(load, workers=2) as encoder:
-        assert encoder.workers == 2
-        for i, text in enumerate(texts):
-            encoder.encode_file(tmp_path / f"in{i}.txt", tmp_path / f"ids{i}.npy", False, 700)
-            assert np.load(tmp_path / f"ids{i}.npy").tolist() == tok.encode(text)
-    bytes_only = Tokenizer({i: bytes([i]) for i in range(255)}, [])  # no token for byte 0xFF
-    with FileEncoder(bytes_only, workers=2) as encoder:
-        with pytest.raises(ValueError, match="not in the vocab"):
-            encoder.encode_file(tmp_path / "bad.txt", tmp_path / "bad.npy", False, 300)
-        encoder.encode_file(tmp_path / "in0.txt", tmp_path / "ids.npy", False, 300)
-        assert np.load(tmp_path / "ids.npy").tolist() == bytes_only.encode(texts[0])
-    assert not (tmp_path / "bad.npy").exists()
-
-
-def test_claims_belong_to_one_job():
-    """A helper still on an earlier file cannot take a range of the next one."""
-    counter = multiprocessing.get_context().Value("q", 0)
-    counter.value = 7 << 32
-    assert [binarize._claim(counter, 7, 2) for _ in range(3)] == [0, 1, None]
-    assert binarize._claim(counter, 6, 2) is None
-    counter.value = 8 << 32
-    assert binarize._claim(counter, 7, 2) is None and binarize._claim(counter, 8, 2) == 0
-
-
-def test_tokenize_and_bin_interrupted(tok, tmp_path):
-    """Ctrl-C while encoding: a one-line message, no traceback, no output file."""
-    tok.save(tmp_path / "tk" / "vocab.json", tmp_path / "tk" / "merges.txt")
-    words = random.Random(0).choices(_WORDS, k=3_000_000)
-    (tmp_path / "in.txt").write_text(" ".join(words), encoding="utf-8")
-    script = REPO / "script" / "tokenize_and_bin.py"
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "--tokenizer-dir", str(tmp_path / "tk"),
-         "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "ids.npy")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    seen = b""
-    while b"encode" not in seen and proc.poll() is None:
-        seen += os.read(proc.stderr.fileno(), 4096)  # the progress bar has started
-    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does, to every process of the group
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert b"interrupted" in err and b"Traceback" not in seen + err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "tk"]
 
 
 def test_binarize_uses_uint32_for_large_vocab(tmp_path):
@@ -660,63 +730,34 @@ def test_binarize_uses_uint32_for_large_vocab(tmp_path):
     tok = Tokenizer(vocab, [], special_tokens=["<|big|>"])
     text = "small ids <|big|> then more\n" * 50
     (tmp_path / "in.txt").write_text(text, encoding="utf-8")
-    encode_file(tok, tmp_path / "in.txt", tmp_path / "ids.npy", num_workers=1, progress=False)
+    encode_file(tok, tmp_path / "in.txt", tmp_path / "ids.npy", 2, chunk_size=100)
     ids = np.load(tmp_path / "ids.npy")
     assert ids.dtype == np.uint32 and ids.tolist() == tok.encode(text) and ids.max() == 70_000
 
 
-def test_binarize_empty_file(tok, tmp_path):
+def test_binarize_empty_file_is_an_error_naming_it(tok, tmp_path):
     (tmp_path / "in.txt").write_bytes(b"")
-    stats = encode_file(tok, tmp_path / "in.txt", tmp_path / "ids.npy", progress=False)
-    assert stats.num_tokens == 0 and np.load(tmp_path / "ids.npy").shape == (0,)
+    with pytest.raises(ValueError, match=r"in\.txt is empty"):
+        encode_file(tok, tmp_path / "in.txt", tmp_path / "ids.npy")
+    assert not (tmp_path / "ids.npy").exists()
 
 
-def test_tokenize_and_bin_help():
-    out = subprocess.run(
-        [sys.executable, str(REPO / "script" / "tokenize_and_bin.py"), "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for flag in (
-        "--tokenizer-dir",
-        "--vocab",
-        "--merges",
-        "--special-tokens",
-        "--input",
-        "--output",
-        "--workers",
-    ):
-        assert flag in out
-
-
-def test_tokenize_and_bin_end_to_end(tok, tmp_path):
-    tok.save(tmp_path / "tk" / "vocab.json", tmp_path / "tk" / "merges.txt")
-    text = EOT.join(TEXTS)
+def test_binarize_tiktoken_backend_gives_our_ids(tok, tmp_path):
+    text = EOT.join([make_corpus(2000, seed=6), *TEXTS])
     (tmp_path / "in.txt").write_text(text, encoding="utf-8")
-    script = [
-        sys.executable,
-        str(REPO / "script" / "tokenize_and_bin.py"),
-        "--tokenizer-dir",
-        str(tmp_path / "tk"),
-    ]
-    done = subprocess.run(
-        [*script, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "ids.npy")],
-        capture_output=True,
-        text=True,
-        check=False,
+    encode_file(
+        tok, tmp_path / "in.txt", tmp_path / "ids.npy", 2, chunk_size=700, backend="tiktoken"
     )
-    assert done.returncode == 0, done.stderr
-    assert "bytes/token" in done.stdout and "MB/s" in done.stdout
     assert np.load(tmp_path / "ids.npy").tolist() == tok.encode(text)
-    missing = subprocess.run(
-        [*script, "--input", str(tmp_path / "nope.txt"), "--output", str(tmp_path / "x.npy")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert (
-        missing.returncode != 0
-        and "not found" in missing.stderr
-        and "Traceback" not in missing.stderr
-    )
+
+
+def test_binarize_tiktoken_backend_refuses_other_ids(tmp_path):
+    """A vocab whose ids do not follow its merge order: tiktoken ranks by id and merges "bc"
+    first in "abc", we merge "ab" first. Nothing is written."""
+    vocab = {i: bytes([i]) for i in range(256)} | {256: b"bc", 257: b"ab"}
+    tok = Tokenizer(vocab, [(b"a", b"b"), (b"b", b"c")])
+    assert tok.encode("abc") == [257, ord("c")]
+    (tmp_path / "in.txt").write_text("x abc " * 1000, encoding="utf-8")
+    with pytest.raises(ValueError, match="tiktoken does not give this tokenizer's ids"):
+        encode_file(tok, tmp_path / "in.txt", tmp_path / "ids.npy", backend="tiktoken")
+    assert list(tmp_path.iterdir()) == [tmp_path / "in.txt"]

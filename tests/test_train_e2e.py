@@ -28,7 +28,6 @@ from cs336_basics.training.prepare import (
     default_run,
     prepare_data,
     slice_text,
-    tokenizer_files,
 )
 from cs336_basics.training.run_folder import RunFolder
 
@@ -74,7 +73,7 @@ def data_args(tmp_path_factory) -> dict[str, object]:
     }
     cfg = load_config(ROOT / "configs/demo.toml", {**TINY, **data})
     prepare_data(cfg.data, cfg.model.vocab_size, progress=False)
-    tokenizer = Tokenizer.from_files(*tokenizer_files(d / "tok"), ["<|endoftext|>"])
+    tokenizer = Tokenizer.from_dir(d / "tok", ["<|endoftext|>"])
     for split in ("train", "valid"):  # the arrays hold the texts, in order
         text = (d / f"{split}.txt").read_text()
         assert tokenizer.decode(np.load(d / f"{split}.npy").tolist()) == text

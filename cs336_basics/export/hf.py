@@ -124,8 +124,6 @@ def export_checkpoint(
     from cs336_basics.training.trainer import load_trained_model  # the trainer's heavy imports
 
     model, cfg = load_trained_model(checkpoint, device="cpu")
-    folder = Path(tokenizer_dir if tokenizer_dir is not None else cfg.data.tokenizer_dir)
-    tokenizer = Tokenizer.from_files(
-        folder / "vocab.json", folder / "merges.txt", cfg.data.special_tokens
-    )
+    folder = tokenizer_dir if tokenizer_dir is not None else cfg.data.tokenizer_dir
+    tokenizer = Tokenizer.from_dir(folder, cfg.data.special_tokens)
     return export_hf(model, tokenizer, out, dtype=dtype, overwrite=overwrite)

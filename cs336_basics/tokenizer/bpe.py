@@ -13,9 +13,9 @@ from tqdm import tqdm
 
 from cs336_basics.tokenizer.pretokenize import count_file_pretokens, special_token_regex
 
-# Below this many bytes one process counts the whole corpus: starting a worker (a fresh
-# interpreter, ~0.3 CPU-s) would cost about as much as the counting it takes over.
-_PARALLEL_MIN_BYTES = 1 << 23
+# Below this many bytes one process counts the whole corpus: a worker would cost about as much
+# as the counting it takes over.
+_PARALLEL_MIN_BYTES = 1 << 20
 
 
 def _reversed_order_key(token: bytes) -> bytes:
@@ -135,7 +135,7 @@ def train_bpe(
         vocab_size: total vocabulary size: special tokens + 256 bytes + merges.
         special_tokens: strings that split the text and are never merged across; they get ids
             0..k-1 in the order given.
-        num_workers: processes that count pre-tokens (default: all cores). Files under 8 MiB
+        num_workers: processes that count pre-tokens (default: all cores). Files under 1 MiB
             use one process unless `chunk_size` is given.
         chunk_size: bytes per chunk read by the pre-tokenizer (default: the file split into about
             4 chunks per worker, 256 KiB to 4 MiB each).

@@ -10,6 +10,10 @@ merges line be "left right".
 import json
 import os
 from pathlib import Path
+from typing import TextIO
+
+# A tokenizer folder holds these two files (Tokenizer.from_dir / save_dir).
+VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -48,10 +52,8 @@ def str_to_token(s: str) -> bytes:
         ) from None
 
 
-def write_vocab_json(vocab: dict[int, bytes], path: str | os.PathLike) -> None:
-    """Write `{token_string: id}` in id order, atomically (a reader sees old or new, never half)."""
-    from cs336_basics.fileio import atomic_write
-
+def write_vocab(vocab: dict[int, bytes], f: TextIO) -> None:
+    """Write `{token_string: id}` in id order as JSON to the open text file `f`."""
     encoded: dict[str, int] = {}
     for token_id in sorted(vocab):
         s = token_to_str(vocab[token_id])
@@ -60,19 +62,15 @@ def write_vocab_json(vocab: dict[int, bytes], path: str | os.PathLike) -> None:
                 f"vocab ids {encoded[s]} and {token_id} both hold the bytes {vocab[token_id]!r}"
             )
         encoded[s] = token_id
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        json.dump(encoded, f, ensure_ascii=False, indent=0)
-        f.write("\n")
+    json.dump(encoded, f, ensure_ascii=False, indent=0)
+    f.write("\n")
 
 
-def write_merges_txt(merges: list[tuple[bytes, bytes]], path: str | os.PathLike) -> None:
+def write_merges(merges: list[tuple[bytes, bytes]], f: TextIO) -> None:
     """Write one `left right` line per merge in rank order, after GPT-2's `#version` header."""
-    from cs336_basics.fileio import atomic_write
-
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n")
-        for left, right in merges:
-            f.write(f"{token_to_str(left)} {token_to_str(right)}\n")
+    f.write("#version: 0.2\n")
+    for left, right in merges:
+        f.write(f"{token_to_str(left)} {token_to_str(right)}\n")
 
 
 def _read_text(path: str | os.PathLike, what: str) -> str:

@@ -1,14 +1,15 @@
-"""GPT-2 pre-tokenization and special-token splitting (the one place these rules live), and
-counting the pre-tokens of a large file in chunks across worker processes."""
+"""GPT-2 pre-tokenization and special-token splitting (the one place these rules live), cutting
+a file into ranges that split neither, and counting the pre-tokens of a file in parallel."""
 
-import multiprocessing as mp
 import os
-import queue
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from itertools import islice
 
 import regex
+
+from cs336_basics.tokenizer.parallel import map_ranges
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 PRETOKEN_RE = regex.compile(GPT2_PATTERN)
@@ -94,12 +95,12 @@ def split_on_special_tokens(
             yield piece, i % 2 == 1
 
 
-# --- Counting pre-tokens of a file, in chunks, in parallel -------------------------------------
+# --- Files: ranges that can be processed apart, and counting pre-tokens ------------------------
 #
-# Text is decoded with "surrogateescape": a byte that is not valid UTF-8 becomes a lone surrogate
-# (U+DC80..U+DCFF), which the GPT-2 pattern treats like punctuation, and encoding back with the
-# same handler restores the exact original byte. So malformed input trains on its real bytes
-# instead of crashing or being replaced by U+FFFD.
+# For counting, text is decoded with "surrogateescape": a byte that is not valid UTF-8 becomes a
+# lone surrogate (U+DC80..U+DCFF), which the GPT-2 pattern treats like punctuation, and encoding
+# back with the same handler restores the exact original byte. So malformed input trains on its
+# real bytes instead of crashing or being replaced by U+FFFD.
 
 _CUT_WINDOW = 1 << 16
 # A space right after an ASCII letter or digit always starts a new pre-token (no GPT-2 pre-token
@@ -169,29 +170,14 @@ def count_pretokens(text: str, special_re: "regex.Pattern[str] | None", counts: 
                 counts.update(block)
 
 
-def read_range(path: str | os.PathLike, start: int, end: int) -> str:
-    """Bytes start:end of a file as text; bytes that are not valid UTF-8 become lone surrogates
-    (surrogateescape), which encode back to those bytes."""
+def read_range(
+    path: str | os.PathLike, start: int, end: int, errors: str = "surrogateescape"
+) -> str:
+    """Bytes start:end of a file as text. By default bytes that are not valid UTF-8 become lone
+    surrogates (surrogateescape), which encode back to those bytes."""
     with open(path, "rb") as f:
         f.seek(start)
-        return f.read(end - start).decode("utf-8", "surrogateescape")
-
-
-def _as_bytes(counts: Counter) -> Counter:
-    return Counter({s.encode("utf-8", "surrogateescape"): n for s, n in counts.items()})
-
-
-def _count_worker(path, special_tokens: list[str], tasks, results) -> None:
-    """Worker process: count ranges from `tasks` until None; report bytes done, then its counts."""
-    try:
-        special_re = special_token_regex(special_tokens)
-        counts: Counter = Counter()
-        for start, end in iter(tasks.get, None):
-            count_pretokens(read_range(path, start, end), special_re, counts)
-            results.put(end - start)
-        results.put(_as_bytes(counts))
-    except BaseException as e:  # the parent re-raises it; a silent worker would hang the parent
-        results.put(e)
+        return f.read(end - start).decode("utf-8", errors)
 
 
 def count_file_pretokens(
@@ -203,81 +189,38 @@ def count_file_pretokens(
 ) -> Counter:
     """Counts of every pre-token (as bytes) of a text file, special tokens excluded.
 
-    The file is read range by range (`chunk_ranges`). With `num_workers > 1` and more than one
-    range, `num_workers - 1` helper processes count ranges alongside this one, each keeping one
-    Counter, so memory follows the number of distinct pre-tokens, not the file size. Helpers
-    start from a fresh interpreter (never a fork of the caller, which may hold threads), so a
-    script calling this needs the usual `if __name__ == "__main__":` guard.
+    The file is read range by range (`chunk_ranges`) by `num_workers` forked processes
+    (`map_ranges`; one works here), each keeping one Counter, so memory follows the number of
+    distinct pre-tokens, not the file size.
     """
-    from tqdm import tqdm  # here, not at the top: worker processes and encoders never need it
+    from tqdm import tqdm  # here, not at the top: encoders never need it
 
     special_re = special_token_regex(special_tokens)
     ranges = chunk_ranges(path, chunk_size, special_tokens)
-    helpers = min(num_workers, len(ranges)) - 1
-    with tqdm(
-        total=ranges[-1][1], unit="B", unit_scale=True, desc="pre-tokenize", disable=not progress
-    ) as bar:
-        if helpers < 1:
-            counts: Counter = Counter()
-            for start, end in ranges:
-                count_pretokens(read_range(path, start, end), special_re, counts)
-                bar.update(end - start)
-            return _as_bytes(counts)
-        return _count_with_helpers(path, special_tokens, ranges, helpers, bar)
+    counts: Counter = Counter()  # this process's, whichever it is
 
+    def count_range(start: int, end: int) -> int:
+        count_pretokens(read_range(path, start, end), special_re, counts)
+        return end - start
 
-def _count_with_helpers(path, special_tokens: list[str], ranges, helpers: int, bar) -> Counter:
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["__main__", __name__])  # helpers fork with both imported
-    else:
-        ctx = mp.get_context("spawn")
-    tasks, results = ctx.Queue(), ctx.Queue()
-    for r in ranges:
-        tasks.put(r)
-    for _ in range(helpers + 1):  # one end marker for each process, this one included
-        tasks.put(None)
-    args = (os.fspath(path), special_tokens, tasks, results)
-    procs = [ctx.Process(target=_count_worker, args=args, daemon=True) for _ in range(helpers)]
-    for p in procs:
-        p.start()
-    total: Counter = Counter()
-    finished = 0
+    def gather() -> Counter:
+        as_bytes = Counter({s.encode("utf-8", "surrogateescape"): n for s, n in counts.items()})
+        counts.clear()
+        return as_bytes
 
-    def receive(msg) -> None:
-        nonlocal finished
-        if isinstance(msg, int):
-            bar.update(msg)
-        elif isinstance(msg, BaseException):
-            raise msg
-        else:
-            total.update(msg)
-            finished += 1
-
-    try:
-        # This process counts too, so no time is lost while the helpers start up.
-        special_re = special_token_regex(special_tokens)
-        counts: Counter = Counter()
-        for start, end in iter(tasks.get, None):
-            count_pretokens(read_range(path, start, end), special_re, counts)
-            bar.update(end - start)
-            while not results.empty():
-                receive(results.get())
-        total.update(_as_bytes(counts))
-        del counts
-        while finished < helpers:
-            try:
-                receive(results.get(timeout=1.0))
-            except queue.Empty:
-                if any(p.exitcode not in (None, 0) for p in procs):
-                    raise RuntimeError(
-                        "a pre-tokenization worker process died (out of memory?). Scripts that call "
-                        "train_bpe must guard their entry point with `if __name__ == '__main__':`, since "
-                        "workers re-import the main module."
-                    ) from None
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join()
+    with (
+        map_ranges(count_range, ranges, num_workers, gather) as results,
+        tqdm(
+            total=ranges[-1][1],
+            unit="B",
+            unit_scale=True,
+            desc="pre-tokenize",
+            disable=not progress,
+        ) as bar,
+    ):
+        for size in islice(results, len(ranges)):
+            bar.update(size)
+        total = next(results)
+        for more in results:
+            total.update(more)
     return total

@@ -4,83 +4,67 @@ import os
 import threading
 from array import array
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from contextlib import ExitStack
+from pathlib import Path
 
 import numpy as np
 
+from cs336_basics.fileio import atomic_write
 from cs336_basics.tokenizer.files import (
+    MERGES_FILE,
+    VOCAB_FILE,
     read_merges_txt,
     read_vocab_json,
-    write_merges_txt,
-    write_vocab_json,
+    write_merges,
+    write_vocab,
 )
 from cs336_basics.tokenizer.merging import Merger
 from cs336_basics.tokenizer.pretokenize import (
+    GPT2_PATTERN,
     LAST_SAFE_CUT_RE,
     pretokenize_blocks,
     special_token_regex,
     split_on_special_tokens,
 )
 
-# Pre-tokens the encode cache gains before it is reset (~25 MB at most).
+# A saved tokenizer is a folder with these two files, in GPT-2's format.
+# Pre-tokens a thread's encode cache gains before it is reset (~25 MB at most).
 CACHE_MAX_ENTRIES = 200_000
-# Pre-tokens not in the cache yet are merged when a batch of this many pre-tokens is looked up
-# (the looked-up ids wait, 8 bytes a pre-token); together, as numpy arrays, when at least
-# MERGE_MANY_MIN are new, else one at a time. Merging together costs ~2 us a word instead of
-# 3-6, once there are hundreds.
-BATCH_PRETOKENS = 1 << 16
-MERGE_MANY_MIN = 256
-# What a cache miss looks up as until it is merged: never a real value (whole ids of 2 or 4
-# bytes), and told apart from one by its length alone.
-HOLE = b"\0"
 # encode_iterable gathers at least this many characters before it encodes a batch.
 STREAM_BATCH_CHARS = 1 << 16
+# Pre-tokens not cached yet are merged (together: Merger.merge_many) after this many have been
+# looked up; their blocks wait, ~8 bytes a pre-token.
+BATCH_PRETOKENS = 1 << 16
 
 
 class _PretokenCache(dict):
-    """Pre-token (str) -> its token ids, packed as `typecode` bytes. A miss looks up as HOLE and
-    is noted in this thread's list from `new_misses`, to be merged with `merge_missed`. Reset
-    to `seed` when it has gained CACHE_MAX_ENTRIES more, so that memory stays bounded.
+    """Pre-token (str) -> its token ids, packed as `typecode` bytes, for one thread.
 
-    Pre-tokens are UTF-8 encoded with "surrogateescape", so text decoded from a file with that
-    handler (a byte that is not valid UTF-8 becomes a lone surrogate) encodes its original bytes.
+    A pre-token not cached yet looks up as b"" and is noted in `missed`; `merge_missed` merges
+    the noted ones, together (`Merger.merge_many`), and caches them. Pre-tokens are encoded as
+    strict UTF-8: a lone surrogate raises UnicodeEncodeError, which `encode_to_bytes` handles.
     """
 
     def __init__(self, merger: Merger, typecode: str, seed: dict[str, bytes]):
         super().__init__(seed)
         self._merger, self._typecode, self._seed = merger, typecode, seed
-        self._max_entries = len(seed) + CACHE_MAX_ENTRIES
-        # Per thread, so that threads can encode with one tokenizer at once.
-        self._local = threading.local()
-
-    def new_misses(self) -> list[str]:
-        """An empty list that notes this thread's misses from now on."""
-        self._local.missed = missed = []
-        return missed
+        self.missed: list[str] = []
 
     def __missing__(self, pretoken: str) -> bytes:
-        self._local.missed.append(pretoken)
-        return HOLE
+        self.missed.append(pretoken)
+        return b""
 
-    def merge_missed(self, missed: list[str]) -> list[bytes]:
-        """Merge and cache the pre-tokens in `missed`; give their packed ids in that order and
-        empty the list."""
-        new = list(set(missed))
-        if len(self) + len(new) > self._max_entries:
+    def merge_missed(self) -> None:
+        new = list(set(self.missed))
+        self.missed.clear()
+        ids = self._merger.merge_many([p.encode("utf-8") for p in new], self._typecode)
+        self.update(zip(new, ids))
+
+    def bound(self) -> None:
+        """Back to the vocab's own tokens once it has gained CACHE_MAX_ENTRIES."""
+        if len(self) > len(self._seed) + CACHE_MAX_ENTRIES:
             self.clear()
             self.update(self._seed)
-        words = [p.encode("utf-8", "surrogateescape") for p in new]
-        if len(words) >= MERGE_MANY_MIN:
-            ids = self._merger.merge_many(words, np.dtype(self._typecode))
-        else:
-            typecode, merge = self._typecode, self._merger.merge
-            ids = [array(typecode, merge(w)).tobytes() for w in words]
-        merged = dict(zip(new, ids))
-        self.update(merged)
-        # From `merged`, not the cache, which another thread may reset meanwhile.
-        packed = list(map(merged.__getitem__, missed))
-        missed.clear()
-        return packed
 
 
 class Tokenizer:
@@ -117,20 +101,21 @@ class Tokenizer:
         self._special_re = special_token_regex(self.special_tokens)
         self._max_special_len = max(map(len, self.special_tokens), default=0)
 
-        self._merger = Merger(self.token_to_id, self.merges)
         # Ids travel packed as native uint16 (uint32 for a vocab past 65,536 ids) bytes: joining
         # bytes is the fastest way to concatenate many short id sequences.
         self.id_dtype = np.dtype(np.uint16 if max(self.vocab, default=0) < 1 << 16 else np.uint32)
         self._typecode = {2: "H", 4: "I"}[self.id_dtype.itemsize]
-        assert array(self._typecode).itemsize == self.id_dtype.itemsize
         # A pre-token that is itself a token is that token (tiktoken does the same), so those
-        # cache entries are known up front.
-        whole_tokens = {
-            token.decode("utf-8", "surrogateescape"): array(self._typecode, [token_id]).tobytes()
-            for token, token_id in self.token_to_id.items()
-        }
-        self._pretoken_ids = _PretokenCache(self._merger, self._typecode, whole_tokens)
-        self._special_ids = {s: whole_tokens[s] for s in self.special_to_id}
+        # cache entries are known up front. Tokens that are not valid UTF-8 are no pre-token.
+        whole_tokens = {}
+        for token, token_id in self.token_to_id.items():
+            try:
+                whole_tokens[token.decode("utf-8")] = array(self._typecode, [token_id]).tobytes()
+            except UnicodeDecodeError:
+                pass
+        self._merger = Merger(self.token_to_id, self.merges)
+        self._seed = whole_tokens
+        self._local = threading.local()
 
     def __reduce__(self):
         # Pickle what rebuilds the tokenizer, not its cache.
@@ -146,52 +131,123 @@ class Tokenizer:
         """Load GPT-2-format `vocab.json` and `merges.txt` (GPT-2's own files load as they are)."""
         return cls(read_vocab_json(vocab_path), read_merges_txt(merges_path), special_tokens)
 
+    @classmethod
+    def from_dir(
+        cls, path: str | os.PathLike, special_tokens: list[str] | None = None
+    ) -> "Tokenizer":
+        """Load a tokenizer folder written by `save_dir` (or any folder with GPT-2's two files)."""
+        folder = Path(path)
+        missing = [name for name in (VOCAB_FILE, MERGES_FILE) if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"no tokenizer in {folder}: {' and '.join(missing)} not found. Train one with "
+                f"`uv run python script/train_bpe_tokenizer.py --input TEXT --out {folder}`"
+            )
+        return cls.from_files(folder / VOCAB_FILE, folder / MERGES_FILE, special_tokens)
+
     def save(self, vocab_path: str | os.PathLike, merges_path: str | os.PathLike) -> None:
-        """Write the vocab (specials included) and merges in GPT-2 format, each file atomically."""
-        write_vocab_json(self.vocab, vocab_path)
-        write_merges_txt(self.merges, merges_path)
+        """Write the vocab (specials included) and merges in GPT-2 format, atomically: both
+        files are written in full (to temp files) before either replaces its old version."""
+        with ExitStack() as files:
+            vocab_file = files.enter_context(atomic_write(vocab_path, "w", encoding="utf-8"))
+            merges_file = files.enter_context(atomic_write(merges_path, "w", encoding="utf-8"))
+            write_vocab(self.vocab, vocab_file)
+            write_merges(self.merges, merges_file)
+
+    def save_dir(self, path: str | os.PathLike) -> None:
+        """Write `vocab.json` and `merges.txt` into the folder (made if missing), as `save` does."""
+        self.save(Path(path) / VOCAB_FILE, Path(path) / MERGES_FILE)
+
+    def to_tiktoken(self, name: str = "cs336_bpe"):
+        """This tokenizer as a `tiktoken.Encoding` (tiktoken must be installed).
+
+        tiktoken ranks a merge by the id of the token it makes, so its ids equal ours when the
+        vocab's ids follow the merge order: true of every vocab `train_bpe` makes and of GPT-2's.
+        Encode with `allowed_special="all"` to match `encode` on text with special tokens.
+        """
+        try:
+            import tiktoken
+        except ImportError:
+            raise ImportError(
+                "Tokenizer.to_tiktoken needs the tiktoken package: `uv add tiktoken` "
+                "or `pip install tiktoken`"
+            ) from None
+        special_ids = set(self.special_to_id.values())
+        ranks = {t: i for t, i in self.token_to_id.items() if i not in special_ids}
+        return tiktoken.Encoding(
+            name=name,
+            pat_str=GPT2_PATTERN,
+            mergeable_ranks=ranks,
+            special_tokens=dict(self.special_to_id),
+        )
 
     def encode_to_bytes(self, text: str) -> bytes:
         """`encode(text)` as packed native-endian integers of type `id_dtype` (uint16, or uint32
-        for a vocab past 65,536 ids): what `.npy` token files hold, without a list in between."""
-        lookup, missed = self._pretoken_ids.__getitem__, self._pretoken_ids.new_misses()
-        out: list[bytes | list[bytes]] = []  # packed ids, or a block's with holes still in it
-        holed: list[tuple[int, int]] = []  # (index in out, holes) of each block with holes
-        pretokens = 0
-        for piece, is_special in split_on_special_tokens(text, self._special_re):
-            if is_special:
-                out.append(self._special_ids[piece])
-                continue
-            for block in pretokenize_blocks(piece):
-                misses = len(missed)
-                ids = list(map(lookup, block))
-                if len(missed) == misses:
-                    out.append(b"".join(ids))
-                else:
-                    holed.append((len(out), len(missed) - misses))
-                    out.append(ids)
-                pretokens += len(block)
-                if pretokens >= BATCH_PRETOKENS:
-                    self._fill_holes(out, holed, missed)
-                    pretokens = 0
-        self._fill_holes(out, holed, missed)
+        for a vocab past 65,536 ids): what `.npy` token files hold, without a list in between.
+
+        Text with lone surrogates (no UTF-8 exists for them) is read as tiktoken reads it:
+        through UTF-16 with replacement, so a valid surrogate pair becomes its character and a
+        lone surrogate U+FFFD.
+        """
+        try:
+            return self._encode_to_bytes(text)
+        except UnicodeEncodeError:
+            return self._encode_to_bytes(
+                text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            )
+
+    def _encode_to_bytes(self, text: str) -> bytes:
+        # Split on special tokens -> pre-tokenize in blocks -> look each block up in the cache
+        # -> merge what it lacked, a batch of blocks' worth together -> join.
+        cache = self._cache()
+        cache.missed.clear()  # what a failed call left
+        out: list[bytes | list[bytes]] = []  # a block's packed ids, or their list with holes
+        holed: list[tuple[int, list[str], int]] = []  # (place in `out`, block, holes)
+        looked_up = 0
+        for block in self._blocks(text):
+            misses = len(cache.missed)
+            ids = list(map(cache.__getitem__, block))
+            if len(cache.missed) > misses:
+                holed.append((len(out), block, len(cache.missed) - misses))
+                out.append(ids)
+            else:
+                out.append(b"".join(ids))
+            looked_up += len(block)
+            if looked_up >= BATCH_PRETOKENS:
+                self._fill_holes(cache, out, holed)
+                looked_up = 0
+        self._fill_holes(cache, out, holed)
         return b"".join(out)
 
-    def _fill_holes(
-        self, out: list[bytes | list[bytes]], holed: list[tuple[int, int]], missed: list[str]
-    ) -> None:
-        """Merge the pre-tokens `missed` so far and put their ids into the blocks' holes."""
-        if not holed:
-            return
-        filled = iter(self._pretoken_ids.merge_missed(missed))
-        for k, holes in holed:
-            ids = out[k]
-            at = -1
-            for packed in islice(filled, holes):
-                at = ids.index(HOLE, at + 1)
-                ids[at] = packed
+    @staticmethod
+    def _fill_holes(cache: _PretokenCache, out: list, holed: list[tuple[int, list[str], int]]):
+        """Merge the pre-tokens the cache missed, then put their ids in place of the b"" they
+        looked up as."""
+        cache.merge_missed()
+        for k, block, holes in holed:
+            ids, i = out[k], -1
+            for _ in range(holes):
+                i = ids.index(b"", i + 1)
+                ids[i] = cache[block[i]]
             out[k] = b"".join(ids)
         holed.clear()
+        cache.bound()
+
+    def _cache(self) -> _PretokenCache:
+        """This thread's cache (threads that share a tokenizer each have one)."""
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = _PretokenCache(self._merger, self._typecode, self._seed)
+        return cache
+
+    def _blocks(self, text: str) -> Iterator[list[str]]:
+        """The pre-tokens of `text` in blocks; a special token is a block of its own (the cache
+        holds its id, as it holds every token's)."""
+        for piece, is_special in split_on_special_tokens(text, self._special_re):
+            if is_special:
+                yield [piece]
+            else:
+                yield from pretokenize_blocks(piece)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; special tokens (longest match first) become their own ids."""

@@ -7,13 +7,12 @@ the paths in the config when the text or the tokenizer size changes.
 
 import os
 import time
-from functools import partial
 from pathlib import Path
 
 from cs336_basics.config import DataConfig
 from cs336_basics.demo_corpus import write_corpus
 from cs336_basics.fileio import atomic_write
-from cs336_basics.tokenizer.files import read_vocab_json
+from cs336_basics.tokenizer.files import VOCAB_FILE, read_vocab_json
 
 TINYSTORIES_FILES = (
     "TinyStoriesV2-GPT4-train.txt",
@@ -22,11 +21,6 @@ TINYSTORIES_FILES = (
 DEMO_VAL_FRACTION = (
     0.05  # the generated validation text is this fraction of the training text's size
 )
-
-
-def tokenizer_files(tokenizer_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """(vocab.json, merges.txt) of a saved tokenizer folder."""
-    return Path(tokenizer_dir) / "vocab.json", Path(tokenizer_dir) / "merges.txt"
 
 
 def slice_text(src: Path, dest: Path, max_bytes: int, special_tokens: list[str]) -> Path:
@@ -57,9 +51,8 @@ def slice_text(src: Path, dest: Path, max_bytes: int, special_tokens: list[str])
 
 def tokenizer_size(tokenizer_dir: str | os.PathLike | None) -> int | None:
     """The number of ids of the tokenizer saved in `tokenizer_dir` (None if there is none)."""
-    if tokenizer_dir is None or not tokenizer_files(tokenizer_dir)[0].is_file():
-        return None
-    return len(read_vocab_json(tokenizer_files(tokenizer_dir)[0]))
+    vocab = None if tokenizer_dir is None else Path(tokenizer_dir) / VOCAB_FILE
+    return len(read_vocab_json(vocab)) if vocab is not None and vocab.is_file() else None
 
 
 def check_vocab_size(tokenizer_dir: str | os.PathLike | None, vocab_size: int) -> None:
@@ -138,7 +131,7 @@ def prepare_data(data: DataConfig, vocab_size: int, progress: bool = True) -> No
     """Make sure `data.train_tokens` and `data.val_tokens` exist, building what is missing:
     the demo corpus (if `data.demo_corpus`), text slices (`max_text_bytes`), the tokenizer
     (trained on the training text, `vocab_size` entries) and the token arrays."""
-    from cs336_basics.tokenizer.binarize import FileEncoder  # heavy imports only when there is work
+    from cs336_basics.tokenizer.binarize import encode_file  # heavy imports only when there is work
     from cs336_basics.tokenizer.bpe import train_bpe
     from cs336_basics.tokenizer.tokenizer import Tokenizer
 
@@ -175,8 +168,7 @@ def prepare_data(data: DataConfig, vocab_size: int, progress: bool = True) -> No
             "not set: name the tokenizer folder to build the token files with (it is trained "
             "on data.train_text if missing)"
         )
-    vocab_path, merges_path = tokenizer_files(data.tokenizer_dir)
-    need_tokenizer = not (vocab_path.exists() and merges_path.exists())
+    need_tokenizer = tokenizer_size(data.tokenizer_dir) is None
     limits = {"train": data.max_text_bytes, "val": data.max_val_text_bytes}
     texts = {}
     for what in [w for w in splits if w in missing or (w == "train" and need_tokenizer)]:
@@ -195,16 +187,15 @@ def prepare_data(data: DataConfig, vocab_size: int, progress: bool = True) -> No
         vocab, merges = train_bpe(
             texts["train"], vocab_size, data.special_tokens, progress=progress
         )
-        Tokenizer(vocab, merges, data.special_tokens).save(vocab_path, merges_path)
+        Tokenizer(vocab, merges, data.special_tokens).save_dir(data.tokenizer_dir)
         say(f"  done in {time.perf_counter() - start:.1f}s -> {data.tokenizer_dir}")
         if len(vocab) < vocab_size:  # the text ran out of pairs to merge
             check_vocab_size(data.tokenizer_dir, vocab_size)
-    # The helper processes load the tokenizer while this one does; they encode both files.
-    load = partial(Tokenizer.from_files, vocab_path, merges_path, data.special_tokens)
-    with FileEncoder(load) as encoder:
-        for what, tokens_path in missing.items():
-            say(f"tokenizing {texts[what]} -> {tokens_path} ...")
-            stats = encoder.encode_file(texts[what], tokens_path, progress=progress)
-            say(
-                f"  {stats.num_tokens:,} tokens ({stats.bytes_per_token:.2f} bytes/token) in {stats.seconds:.1f}s"
-            )
+    tokenizer = Tokenizer.from_dir(data.tokenizer_dir, data.special_tokens)
+    for what, tokens_path in missing.items():
+        say(f"tokenizing {texts[what]} -> {tokens_path} ...")
+        stats = encode_file(tokenizer, texts[what], tokens_path, progress=progress)
+        say(
+            f"  {stats.num_tokens:,} tokens ({stats.bytes_per_token:.2f} bytes/token) "
+            f"in {stats.seconds:.1f}s"
+        )

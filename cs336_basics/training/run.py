@@ -35,7 +35,7 @@ from cs336_basics.config import (
     overrides_from_args,
     read_preset,
 )
-from cs336_basics.training.prepare import default_run, tokenizer_files, tokenizer_size
+from cs336_basics.training.prepare import default_run, tokenizer_size
 from cs336_basics.training.run_folder import RunFolder
 from cs336_basics.training.signals import Interrupted
 
@@ -172,8 +172,7 @@ def sample_stories(
     model, _ = load_trained_model(run_dir, device=resolve_device(cfg.training.device))
     if next(model.parameters()).device.type == "cpu":
         torch.set_num_threads(1)  # one token at a time is tiny work: more threads only wait
-    tokenizer_dir = cfg.data.tokenizer_dir
-    tokenizer = Tokenizer.from_files(*tokenizer_files(tokenizer_dir), cfg.data.special_tokens)
+    tokenizer = Tokenizer.from_dir(cfg.data.tokenizer_dir, cfg.data.special_tokens)
     stories = generate_text(
         model,
         tokenizer,

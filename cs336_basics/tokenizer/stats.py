@@ -10,7 +10,6 @@ import os
 import random
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -39,21 +38,6 @@ def sample_documents(path: str | os.PathLike, n: int, seed: int = 0) -> list[str
     if not docs:
         raise ValueError(f"{path} holds no documents (it is empty or whitespace only)")
     return random.Random(seed).sample(docs, min(n, len(docs)))
-
-
-def load_tokenizer(folder: str | os.PathLike, special_tokens: Sequence[str] = (EOT,)):
-    """A `Tokenizer` from a folder holding GPT-2-format `vocab.json` and `merges.txt`."""
-    from cs336_basics import Tokenizer
-
-    folder = Path(folder)
-    missing = [f for f in ("vocab.json", "merges.txt") if not (folder / f).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"tokenizer folder {folder} lacks {', '.join(missing)}; save one with Tokenizer.save"
-        )
-    return Tokenizer.from_files(
-        folder / "vocab.json", folder / "merges.txt", special_tokens=list(special_tokens)
-    )
 
 
 def compression_ratio(tokenizer: Encoder, docs: list[str]) -> float:
