@@ -3,7 +3,9 @@
 # training run and, with two GPUs, a data-parallel run; assembled into bench/results/gpu.md.
 #
 #   bash bench/gpu_check.sh            # on a GPU machine, from the repo root: at most 8 minutes
-#   bash bench/gpu_check.sh --dry-run  # on CPU: every step tiny, GPU-only ones skipped (~2-3 min)
+#   bash bench/gpu_check.sh --dry-run  # on CPU: every step tiny, GPU-only ones skipped (~1.5 min)
+#   bash bench/gpu_check.sh --only train_step,attention   # some steps again (the page then
+#                                                          # holds only theirs)
 #
 # Every step runs under its own `timeout`; the limits add up to 465 s (plus 60 s for the 2-GPU
 # step when two GPUs are visible), the environment and the report take about 10 s, so one
@@ -16,12 +18,19 @@
 set -u
 cd "$(dirname "$0")/.."
 
-DRY=0
-case "${1:-}" in
-  --dry-run) DRY=1 ;;
-  "") ;;
-  *) echo "usage: bash bench/gpu_check.sh [--dry-run]" >&2; exit 2 ;;
-esac
+DRY=0 ONLY=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --dry-run) DRY=1 ;;
+    --only) ONLY=",${2:-},"; shift ;;
+    *)
+      echo "usage: bash bench/gpu_check.sh [--dry-run] [--only STEP,...]" >&2
+      echo "  steps: tests, attention, train_step, train_run, ddp (default: all)" >&2
+      exit 2
+      ;;
+  esac
+  shift
+done
 PY=${PYTHON:-python3}
 if [[ $DRY == 1 && -z ${PYTHON:-} && -x .venv/bin/python ]]; then PY=.venv/bin/python; fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -31,11 +40,19 @@ mkdir -p "$DEST"
 exec > >(tee "$DEST/gpu_check.log") 2>&1
 START=$SECONDS
 
+# wanted GROUP: whether --only (if given) names this group of steps (train_step_* are
+# train_step).
+wanted() { [[ -z $ONLY || $ONLY == *",$1,"* ]]; }
+
 # step NAME LIMIT_S COMMAND...: run it under `timeout`, its output also in $WORK/NAME.log, and
 # record "NAME exit-status seconds limit" in $WORK/steps.tsv (exit 124: timed out).
 step() {
   local name=$1 limit=$2 start=$SECONDS
   shift 2
+  if ! wanted "${name/#train_step*/train_step}"; then
+    skip "$name" "not in --only"
+    return
+  fi
   echo
   echo "=== [$((SECONDS - START))s] $name (limit ${limit}s): $*"
   timeout --kill-after=5 "$limit" "$@" 2>&1 | tee "$WORK/$name.log"

@@ -28,6 +28,7 @@ H100_PEAK = 989e12  # H100 SXM dense bf16, FLOP/s (NVIDIA's datasheet)
 ASSUMED_MFU = (0.40, 0.25)  # the issue's target, and a lower figure usual for models this small
 OWT_BUDGET_S = 1.5 * 3600
 COMMAND = "bash bench/gpu_check.sh"
+TINYSTORIES, OWT = "configs/tinystories.toml", "configs/owt.toml"
 
 
 def read_steps(work: Path | None) -> dict[str, dict]:
@@ -88,44 +89,32 @@ def find_row(rows: list[dict], shape: str, mode: str, attention: str) -> dict | 
 def predictions(measured: dict | None) -> list[str]:
     """Wall time of the handout runs and tokens of a 1.5-hour OWT budget on one H100, from the
     accounting tool's FLOPs at assumed MFUs (and at the measured one, when there is one)."""
-    tinystories = load_config("configs/tinystories.toml")
-    owt = load_config("configs/owt.toml")
     mfus = [(f"{m:.0%} MFU", m) for m in ASSUMED_MFU]
     if measured is not None:
         mfus.append((f"measured {measured['ours_mfu']:.1%} MFU", measured["ours_mfu"]))
 
-    def hours_minutes(seconds: float) -> str:
+    def duration(seconds: float) -> str:
         return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
 
     rows = []
-    for name, cfg in [("TinyStories handout run", tinystories), ("OWT preset run", owt)]:
-        t = cfg.training
-        step_flops = training_step_flops(cfg.model, t.batch_size)
-        times = [
-            hours_minutes(training_time_seconds(cfg.model, cfg.total_steps, t.batch_size, H100_PEAK, m))
-            for _, m in mfus
-        ]  # fmt: skip
-        rows.append(
-            [
-                f"{name} (configs/{'tinystories' if cfg is tinystories else 'owt'}.toml, "
-                f"vocab {cfg.model.vocab_size:,}): {cfg.total_steps:,} steps x "
-                f"{t.batch_size} x {cfg.model.context_length} = "
-                f"{cfg.total_steps * cfg.tokens_per_step:,} tokens, "
-                f"{cfg.total_steps * step_flops:.3g} FLOPs",
-                *times,
-            ]
+    for name, path in [("TinyStories handout run", TINYSTORIES), ("OWT preset run", OWT)]:
+        cfg = load_config(path)
+        model, steps, batch = cfg.model, cfg.total_steps, cfg.training.batch_size
+        flops = steps * training_step_flops(model, batch)
+        what = (
+            f"{name} ({path}, vocab {model.vocab_size:,}): {steps:,} steps x {batch} x "
+            f"{model.context_length} = {steps * cfg.tokens_per_step:,} tokens, {flops:.3g} FLOPs"
         )
-    cfg, t = owt, owt.training
+        times = [training_time_seconds(model, steps, batch, H100_PEAK, m) for _, m in mfus]
+        rows.append([what, *map(duration, times)])
+    cfg = load_config(OWT)
+    step_flops = training_step_flops(cfg.model, cfg.training.batch_size)
     budget = []
     for _, m in mfus:
-        steps = OWT_BUDGET_S * H100_PEAK * m / training_step_flops(cfg.model, t.batch_size)
+        steps = OWT_BUDGET_S * H100_PEAK * m / step_flops
         budget.append(f"{steps * cfg.tokens_per_step / 1e9:.1f}B tokens ({steps:,.0f} steps)")
-    rows.append(
-        [
-            "1.5-hour OWT budget (the leaderboard's; owt.toml's model, batch 128 x 256): tokens trained",
-            *budget,
-        ]
-    )
+    what = "1.5-hour OWT budget (the leaderboard's; owt.toml's model, batch 128 x 256): tokens"
+    rows.append([what, *budget])
     lines = [
         "Predicted on one H100 SXM (989 TFLOP/s dense bf16) from `cs336_basics.accounting` "
         "(training_step_flops: 3x the forward matmuls, attention over the full T x T square, "
@@ -140,8 +129,10 @@ def predictions(measured: dict | None) -> list[str]:
         lines += [
             "",
             f"Measured MFU: our compiled step with Triton attention at the TinyStories shape "
-            f"(bench_train_step.py, on {measured['device']}); for the OWT rows it is assumed "
-            "to carry over (a larger vocabulary makes the matmuls larger, so it is likely low).",
+            f"(bench_train_step.py, on {measured['device']}; an H200 has the H100's bf16 peak "
+            "and 1.4x its memory bandwidth, so an H100 may fall a little short of it). For the "
+            "OWT rows it is assumed to carry over; their larger vocabulary makes the lm_head "
+            "matmul larger, which usually raises MFU.",
         ]
     return lines
 
@@ -191,7 +182,36 @@ def target_rows(work: Path | None, steps: dict, rows: list[dict]) -> list[list[s
             why_missing(steps, "tests"),
         )
     )
+    fell = loss_fell(work)
+    out.append(
+        ["3-minute run: validation loss falls"]
+        + verdict(
+            fell,
+            bool(fell),
+            "" if fell is None else "yes" if fell else "no",
+            why_missing(steps, "train_run"),
+        )
+    )
+    ddp = steps.get("ddp", {}).get("status")
+    out.append(
+        ["2-GPU torchrun step (when two GPUs are visible)"]
+        + verdict(
+            None if ddp is None or ddp.startswith("skipped") else 1.0,
+            ddp == "0",
+            f"exit {ddp}",
+            why_missing(steps, "ddp"),
+        )
+    )
     return out
+
+
+def loss_fell(work: Path | None) -> bool | None:
+    """Whether the 3-minute run's last validation loss is below its first (None: no run)."""
+    metrics = (
+        [] if work is None else read_jsonl(work / "runs" / "tinystories_3min" / "metrics.jsonl")
+    )
+    val = [r["val_loss"] for r in metrics if r.get("val_loss") is not None]
+    return val[-1] < val[0] if len(val) >= 2 else None
 
 
 def attention_ratio(work: Path | None) -> tuple[float | None, str]:
@@ -357,6 +377,16 @@ def report(work: Path | None, dry_run: bool) -> str:
                 table(shape_rows, cuda),
                 "",
             ]
+            missing = [
+                f"{mode} {attention}"
+                for mode in ("compile", "eager")
+                for attention in ("triton", "sdpa", "scratch")
+                if not any((r["mode"], r["attention"]) == (mode, attention) for r in shape_rows)
+            ]
+            if missing and shape != "tiny":
+                status = why_missing(steps, f"train_step_{shape}")
+                lines += [f"Rows not measured ({status.removeprefix('not measured').strip(' :()')}): "
+                          + ", ".join(missing) + ".", ""]  # fmt: skip
             if largest:
                 lines += [
                     "Largest batch per model (eager, powers of two); all rows use the smallest: "
