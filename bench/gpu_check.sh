@@ -7,14 +7,15 @@
 #   bash bench/gpu_check.sh --only train_step,attention   # some steps again (the page then
 #                                                          # holds only theirs)
 #
-# Every step runs under its own `timeout`; the limits add up to 465 s (plus 60 s for the 2-GPU
-# step when two GPUs are visible), the environment and the report take about 10 s, so one
-# slow step cannot eat the others' time. A step that
-# fails or times out is recorded as such and the check goes on. Results go to $OUT when it is
-# set (the device machine), else bench/results (a dry run: a temporary folder): gpu.md,
-# gpu_check.log (everything printed), gpu_loss_curve.png (the 3-minute run) and gpu_raw.tar.gz
-# (each step's own output, the runs' metrics). Python is
-# $PYTHON, else python3 (a dry run prefers .venv/bin/python); no uv is needed.
+# Every step runs under its own `timeout`: the limits add up to 465 s (60 s more for the 2-GPU
+# step when two GPUs are visible), and the environment and the report take about 10 s, so one
+# slow step cannot eat the others' time. A step that fails or runs out of time is recorded as
+# such and the check goes on; the exit status is 0 when every step that ran succeeded.
+#
+# Results go to $OUT when it is set (the device machine), else to bench/results (a dry run: a
+# temporary folder): gpu.md (the report), gpu_check.log (everything printed), gpu_loss_curve.png
+# (the 3-minute run) and gpu_raw.tar.gz (each step's own output and the runs' metrics). Python
+# is $PYTHON, else python3 (a dry run prefers .venv/bin/python); no uv is needed.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
 if [[ $DRY == 1 ]]; then DEST=${OUT:-$WORK/results}; else DEST=${OUT:-bench/results}; fi
 mkdir -p "$DEST"
 exec > >(tee "$DEST/gpu_check.log") 2>&1
+TEE=$!
 START=$SECONDS
 
 # wanted GROUP: whether --only (if given) names this group of steps (train_step_* are
@@ -178,7 +180,11 @@ fi
 echo
 echo "=== [$((SECONDS - START))s] report"
 cp "$WORK/runs/tinystories_3min/loss_curve.png" "$DEST/gpu_loss_curve.png" 2>/dev/null
-tar -czf "$DEST/gpu_raw.tar.gz" -C "$WORK" --exclude data --exclude '*.pt' . 2>/dev/null
+tar -czf "$DEST/gpu_raw.tar.gz" -C "$WORK" --exclude ./data --exclude ./results --exclude '*.pt' .
 timeout 60 "$PY" bench/gpu_report.py --work "$WORK" --out "$DEST/gpu.md" \
   $([[ $DRY == 1 ]] && echo --dry-run)
-echo "=== done in $((SECONDS - START))s: $DEST/gpu.md"
+FAILED=$(cut -f 2 "$WORK/steps.tsv" | grep -cv '^0$\|^skipped')
+echo "=== done in $((SECONDS - START))s, $FAILED step(s) failed or ran out of time: $DEST/gpu.md"
+exec >&- 2>&-
+wait "$TEE"  # the log is complete when the script returns
+[[ $FAILED == 0 ]]
