@@ -35,8 +35,10 @@ import platform
 import re
 import statistics
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -254,11 +256,11 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def is_out_of_memory(error: RuntimeError) -> bool:
+def is_out_of_memory(error: Exception) -> bool:
     """torch's OOM, or a library's allocation failure reported as a plain RuntimeError."""
-    text = str(error)
-    return isinstance(error, torch.OutOfMemoryError) or any(
-        s in text for s in ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "OutOfResources")
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError)
+        and any(s in str(error) for s in ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED"))
     )
 
 
@@ -327,25 +329,29 @@ def largest_batch(variant: Variant, cfg: ModelConfig, device, start: int) -> int
 
 
 def batch_for_shape(args, cfg: ModelConfig, reference: RefLM, init: dict, device) -> dict:
-    """{"batch": the batch to time, "largest": each model's own largest batch (auto only)}."""
+    """{"batch": the batch to time, "largest": each model's own largest batch (auto only; a
+    model whose step fails otherwise than for memory is left out, its rows will say why)}."""
     if args.batch_size != "auto":
         return {"batch": int(args.batch_size), "largest": {}}
     # Held while searching: what the timing holds besides the one model searched (the other
     # model of a pair and the reference's second optimizer), parameters and AdamW moments.
     parameter_bytes = sum(p.numel() * p.element_size() for p in reference.parameters())
     headroom = torch.empty(5 * parameter_bytes, dtype=torch.uint8, device=device)
-    ref, _ = reference_variant(reference, device, compile_=False)
-    largest = {"reference": largest_batch(ref, cfg, device, args.max_batch)}
-    del ref
+    builders = {"reference": lambda: reference_variant(reference, device, compile_=False)[0]}
     for attention in args.attention:
-        ours = our_variant(cfg, attention, init, device, compile_=False)
-        largest[attention] = largest_batch(ours, cfg, device, args.max_batch)
-        del ours
+        builders[attention] = partial(our_variant, cfg, attention, init, device, False)
+    largest = {}
+    for name, build in builders.items():
+        try:
+            largest[name] = largest_batch(build(), cfg, device, args.max_batch)
+        except Exception:
+            traceback.print_exc()
+            print(f"{name}: its step fails; left out of the batch search", flush=True)
         free_memory()
     del headroom
     free_memory()
     print(f"largest batch per model (eager, powers of two): {largest}", flush=True)
-    batch = min(largest.values())
+    batch = min(largest.values(), default=0)
     if batch == 0:
         raise SystemExit(f"not even one sequence fits: {largest}")
     return {"batch": batch, "largest": largest}
@@ -386,16 +392,20 @@ def measure_shape(args, device: torch.device, emit: Callable[[dict], None]) -> l
                 refs[mode] = reference_variant(reference, device, mode == "compile")
             ref, adamw_kind = refs[mode]
             reference.load_state_dict(ref_init)  # the same weights as ours for step 1
+            ref.optimizer.zero_grad(set_to_none=True)  # nothing left by a failed pair
             ref.walls, ref.cpus, ref.peaks = [], [], []
-            ours = our_variant(cfg, attention, init, device, mode == "compile")
+            ours = None
             row = {"shape": args.shape, "mode": mode, "attention": attention, "threads": threads}
             row |= {"batch": batch, "context": cfg.context_length}
             try:
+                ours = our_variant(cfg, attention, init, device, mode == "compile")
                 run_group([ref, ours], x, y, device, args.steps, args.warmup)
-            except RuntimeError as e:
-                if not is_out_of_memory(e):
-                    raise
-                row["error"] = "out of memory"
+            except Exception as e:  # recorded, and the other pairs still run
+                traceback.print_exc()
+                first_line = (str(e).splitlines() or [""])[0][:160]
+                row["error"] = (
+                    "out of memory" if is_out_of_memory(e) else f"{type(e).__name__}: {first_line}"
+                )
             if "error" not in row:
                 ours_s, ref_s = statistics.median(ours.walls), statistics.median(ref.walls)
                 row |= {
@@ -443,7 +453,8 @@ def table(rows: list[dict], cuda: bool) -> str:
     for r in sorted(rows, key=order):
         if "error" in r:
             blank = [""] * (len(header) - 4)
-            lines.append([r["mode"], r["attention"], r["batch"], r["error"], *blank])
+            error = r["error"].replace("|", "/")
+            lines.append([r["mode"], r["attention"], r["batch"], error, *blank])
             continue
         line = [
             r["mode"],
