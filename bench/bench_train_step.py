@@ -37,7 +37,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -77,7 +77,13 @@ PEAK_BF16_TFLOPS: list[tuple[str, float | None]] = [
 GIB = 2**30
 MODES = ("compile", "eager")  # the order of the tables' rows
 ATTENTIONS = ("triton", "sdpa", "scratch", "auto")
-SHAPE_KEYS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff")
+
+
+def describe(cfg: ModelConfig) -> str:
+    return (
+        f"d_model {cfg.d_model}, {cfg.num_layers} layers, {cfg.num_heads} heads, d_ff {cfg.d_ff}, "
+        f"vocab {cfg.vocab_size:,}, context {cfg.context_length}"
+    )
 
 
 def peak_bf16_tflops(device_name: str) -> float | None:
@@ -515,15 +521,16 @@ def parse_args() -> argparse.Namespace:
         help="bf16 dense peak for MFU (default: from the GPU's name, see PEAK_BF16_TFLOPS)",
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="markdown output (default: print only on CUDA, "
-        "bench/results/train_step.md on CPU)",
-    )  # fmt: skip
+        "--out",
+        type=Path,
+        help="markdown output (default: bench/results/train_step.md on CPU, none on CUDA)",
+    )
     parser.add_argument("--jsonl", type=Path, help="also append each row here as it is measured")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     if args.batch_size is None:
-        args.batch_size = {"tinystories": 128 if cuda else 8, "gpt2-small": "auto" if cuda else 1}
-        args.batch_size = args.batch_size.get(args.shape, 4)
+        defaults = {"tinystories": 128 if cuda else 8, "gpt2-small": "auto" if cuda else 1}
+        args.batch_size = defaults.get(args.shape, 4)
     if args.batch_size == "auto" and not cuda:
         raise SystemExit("--batch-size auto searches GPU memory; give a number on CPU")
     default_attention = "triton,sdpa,scratch" if cuda else "scratch"
@@ -560,8 +567,7 @@ def main() -> None:
     lines = [
         "# Training step: our TransformerLM vs a torch built-ins reference",
         "",
-        f"Shape {args.shape} ({', '.join(f'{k} {v}' for k, v in asdict(cfg).items() if k in SHAPE_KEYS)}), "
-        f"device {device.type} ({name}), torch {torch.__version__}, "
+        f"Shape {args.shape} ({describe(cfg)}), device {device.type} ({name}), torch {torch.__version__}, "
         + ("bf16 autocast" if device.type == "cuda" else "float32")
         + f". Median of {args.steps} interleaved steps after {args.warmup} warm-up. Ours: "
         "TransformerLM, cross_entropy, AdamW, clip_gradients (cs336_basics). Reference: nn.Linear, "
@@ -587,6 +593,13 @@ def main() -> None:
             "CPU-time ratio: median CPU seconds per step (all threads of the process), ours / "
             "reference; less sensitive than wall time to other processes competing for the cores."
         )
+    breaks = {
+        f"{r['mode']} {r['attention']}": r["graph_breaks"]
+        for r in rows
+        if any(r.get("graph_breaks", []))
+    }
+    if breaks:
+        lines += ["", f"torch.compile graph breaks [ours, reference]: {breaks}."]
     diffs = [r["loss_diff"] for r in rows if "loss_diff" in r]
     if diffs:
         lines += [

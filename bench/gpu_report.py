@@ -16,7 +16,7 @@ import statistics
 import tomllib
 from pathlib import Path
 
-from bench_train_step import SHAPES, model_flops_per_step, peak_bf16_tflops, table
+from bench_train_step import SHAPES, describe, model_flops_per_step, peak_bf16_tflops, table
 
 from cs336_basics.accounting import training_step_flops, training_time_seconds
 from cs336_basics.config import load_config
@@ -368,11 +368,9 @@ def report(work: Path | None, dry_run: bool) -> str:
             shape_rows = [r for r in rows if r["shape"] == shape]
             if not shape_rows:
                 continue
-            cfg = SHAPES[shape]
             largest = next((r["largest_batch"] for r in shape_rows if r.get("largest_batch")), {})
             lines += [
-                f"**{shape}** (d_model {cfg.d_model}, {cfg.num_layers} layers, {cfg.num_heads} "
-                f"heads, d_ff {cfg.d_ff}, vocab {cfg.vocab_size:,}, context {cfg.context_length}):",
+                f"**{shape}** ({describe(SHAPES[shape])}):",
                 "",
                 table(shape_rows, cuda),
                 "",
