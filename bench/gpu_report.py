@@ -298,6 +298,9 @@ def run_section(work: Path | None, steps: dict, peak_tflops: float | None) -> li
             f"Validation loss {evaluated[0]['val_loss']:.3f} -> {evaluated[-1]['val_loss']:.3f}: "
             + ("it falls." if fell else "**it does not fall**."),
         ]
+    full = [r["full_val_loss"] for r in metrics if r.get("full_val_loss") is not None]
+    if full:  # a budgeted run's last row, where the trainer writes one
+        lines[-1] += f" On the whole validation set at the end: {full[-1]:.3f}."
     if samples.exists():
         story = samples.read_text().split("<|endoftext|>")[0].strip()
         lines += [
