@@ -7,6 +7,7 @@ model learns the structure quickly (names and pronouns that stay consistent, dia
 plots that resolve), which makes a falling validation loss visible in minutes.
 """
 
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -134,13 +135,13 @@ MORALS = [
 
 def _character(rng: random.Random, avoid: str = "") -> Character:
     while True:
-        r = rng.random()
-        if r < 0.35:
+        kind = rng.choices(("girl", "boy", "animal"), weights=(35, 35, 30))[0]
+        if kind == "girl":
             c = Character(rng.choice(GIRLS), "girl", "she", "her", "her")
-        elif r < 0.7:
+        elif kind == "boy":
             c = Character(rng.choice(BOYS), "boy", "he", "him", "his")
         else:
-            she = rng.random() < 0.5
+            she = rng.choice((True, False))
             name = rng.choice(GIRLS if she else BOYS)
             c = Character(
                 name, rng.choice(ANIMALS), *(("she", "her", "her") if she else ("he", "him", "his"))
@@ -256,7 +257,7 @@ def story(rng: random.Random) -> str:
     friend = _character(rng, avoid=hero.name)
     place = rng.choice(PLACES)
     sentences = [_opening(rng, hero, place)] + rng.choice(PLOTS)(rng, hero, friend, place)
-    if rng.random() < 0.5:
+    if rng.choice((True, False)):
         sentences.append(
             rng.choice(
                 [
@@ -266,7 +267,7 @@ def story(rng: random.Random) -> str:
                 ]
             )
         )
-    if rng.random() < 0.3:
+    if rng.choices((True, False), weights=(3, 7))[0]:
         sentences.append(rng.choice(MORALS))
     paragraphs, i = [], 0
     while i < len(sentences):  # two or three sentences per paragraph, like TinyStories
@@ -276,14 +277,46 @@ def story(rng: random.Random) -> str:
     return "\n\n".join(paragraphs)
 
 
-def generate_corpus(num_bytes: int, seed: int = 0) -> str:
-    """About `num_bytes` of UTF-8 text: whole stories, each followed by "\\n<|endoftext|>\\n"."""
-    rng = random.Random(seed)
+def generate_corpus(num_bytes: int, seed: int = 0, rng: random.Random | None = None) -> str:
+    """About `num_bytes` of UTF-8 text: whole stories, each followed by "\\n<|endoftext|>\\n"
+    (from `rng` when given, else a Random seeded by `seed`)."""
+    rng = random.Random(seed) if rng is None else rng
     parts, size = [], 0
     while size < num_bytes:
         parts.append(story(rng) + f"\n{END_OF_TEXT}\n")
         size += len(parts[-1])  # ASCII only, so characters = bytes
     return "".join(parts)
+
+
+class InformationMeter(random.Random):
+    """A Random that adds up the information of the choices it makes, -log p in nats: with
+    every random decision of the grammar going through choice, choices or sample, the
+    information of a generated text, an upper bound on what any model must pay for it (the
+    same text reached two ways, or a redrawn character, counts twice)."""
+
+    nats = 0.0
+
+    def choice(self, seq):
+        self.nats += math.log(len(seq))
+        return super().choice(seq)
+
+    def choices(self, population, weights=None, *, cum_weights=None, k=1):
+        picked = super().choices(population, weights, cum_weights=cum_weights, k=k)
+        weights = weights or [1] * len(population)
+        total = sum(weights)
+        self.nats -= sum(math.log(weights[population.index(x)] / total) for x in picked)
+        return picked
+
+    def sample(self, population, k, *, counts=None):
+        self.nats += math.log(math.perm(len(population), k))
+        return super().sample(population, k, counts=counts)
+
+
+def information(num_bytes: int, seed: int = 0) -> tuple[str, float]:
+    """`generate_corpus(num_bytes, seed)` and the information its random choices carry (nats):
+    divided by the text's token count, the loss floor of a model trained on such text."""
+    rng = InformationMeter(seed)
+    return generate_corpus(num_bytes, seed, rng), rng.nats
 
 
 def write_corpus(path: str | os.PathLike, num_bytes: int, seed: int = 0) -> None:

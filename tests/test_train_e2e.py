@@ -494,3 +494,18 @@ def test_optimizer_groups_follow_the_config():
     assert by_lr[0.004]["params"] == [model.lm_head.weight]
     assert by_lr[cfg.optim.lr]["weight_decay"] == 0.0  # gains: no decay
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_information_meter_counts_each_choice():
+    from cs336_basics.demo_corpus import InformationMeter, information
+
+    rng = InformationMeter(0)
+    rng.choice("abcd")
+    (picked,) = rng.choices("xy", weights=(1, 3))
+    rng.sample(range(5), 2)
+    expected = math.log(4) - math.log((1 if picked == "x" else 3) / 4) + math.log(5 * 4)
+    assert rng.nats == pytest.approx(expected)
+    text, nats = information(20_000, seed=0)
+    assert text == generate_corpus(20_000, seed=0)  # measuring changes nothing
+    stories = text.count(END_OF_TEXT)
+    assert 10 < nats / stories < 200  # tens of nats a story: a few choices among tens
