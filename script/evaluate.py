@@ -1,11 +1,10 @@
 """Evaluate a trained checkpoint: validation loss / perplexity on a token file, and HellaSwag accuracy.
 
   uv run python script/evaluate.py --checkpoint runs/tinystories_cpu --tokens data/tinystories/valid.npy
-  uv run python script/evaluate.py --checkpoint runs/tinystories_cpu \\
-      --hellaswag ../shared/data/hellaswag/hellaswag_val_subset1000_olmes.jsonl
+  uv run python script/evaluate.py --checkpoint runs/tinystories_cpu --hellaswag data/hellaswag_val.jsonl
 
-HellaSwag files may be in the original format (ctx, endings, label) or OLMES's (query, choices,
-gold). Each ending is scored by its mean token loss after the context, cut from the left to
+HellaSwag files (a local jsonl: this script downloads nothing) may be in the original format
+(ctx, endings, label) or OLMES's (query, choices, gold). Each ending is scored by its mean token loss after the context, cut from the left to
 the model's context length; accuracy by loss per byte of the ending is printed as well.
 """
 

@@ -1,7 +1,7 @@
 """Complete a prompt with a trained model: temperature, top-p, top-k, several seeded samples.
 
   uv run python script/generate_and_decode.py --checkpoint runs/demo
-  uv run python script/generate_and_decode.py --checkpoint runs/tinystories_cpu/checkpoints/step_005000.pt \\
+  uv run python script/generate_and_decode.py --checkpoint runs/tinystories_cpu/checkpoints/step_00004883.pt \\
       --prompt "The little dog" --num-samples 3 --temperature 0.7 --top-p 0.9 --seed 1
 
 Decoding uses a KV cache (one position per new token) and stops at the stop token or after

@@ -509,3 +509,14 @@ def test_information_meter_counts_each_choice():
     assert text == generate_corpus(20_000, seed=0)  # measuring changes nothing
     stories = text.count(END_OF_TEXT)
     assert 10 < nats / stories < 200  # tens of nats a story: a few choices among tens
+
+
+def test_resume_falls_back_to_the_previous_checkpoint(tmp_path, data_args, whole_run):
+    """A newest checkpoint cut short (a full disk, a killed copy) is named, and --resume
+    continues from the one before it, on the same loss curve."""
+    assert _run(tmp_path, data_args, "cut", **{"training.max_steps": 6}) == 0
+    newest = RunFolder(tmp_path / "runs/cut").checkpoints()[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match=f"{newest.name} is truncated or corrupt"):
+        assert _run(tmp_path, data_args, "cut", "--resume") == 0
+    _same_training(whole_run, tmp_path / "runs/cut")

@@ -212,38 +212,14 @@ class Trainer:
         # Each group's peak learning rate comes from the config, also on resume.
         self.peak_lrs = [group["lr"] for group in self.optimizer.param_groups]
         if checkpoint is not None:
-            self.dist.load_optimizer_state(self.model, self.optimizer, checkpoint["optimizer"])
-            torch.set_rng_state(checkpoint["extra"]["torch_rng"])
-            self.elapsed_before = checkpoint["extra"]["elapsed_s"]
-            self.best_val = checkpoint["extra"]["best_val_loss"]
-            # The rows up to the checkpoint, but not a whole-validation row: that closed a
-            # segment which this run continues.
-            rows = [r for r in read_metrics(self.folder.metrics)
-                    if r["step"] <= self.step and "full_val_loss" not in r]  # fmt: skip
-            self.say(f"resuming {self.folder.path} from step {self.step}")
+            rows = self._restore(checkpoint)
         elif t.resume:
             self.say(f"--resume: no checkpoint in {self.folder.checkpoint_dir}; starting afresh")
-
         # The saved config describes the run, not how this process was started.
         self.saved_cfg = replace(cfg, training=replace(t, resume=False, overwrite=False))
-        self.logger = None
+        self.rows, self.logger = rows, None
         if self.dist.is_main:
-            self.folder.create(clear=checkpoint is None)
-            with atomic_write(self.folder.config, "w") as f:
-                f.write(to_toml(self.saved_cfg))
-            wandb_run = None
-            if cfg.logging.wandb:
-                log = cfg.logging
-                wandb_run = start_wandb(
-                    log.wandb_project,
-                    log.wandb_mode,
-                    t.run_name,
-                    self.folder.path,
-                    config_to_dict(cfg),
-                    resume=self.step > 0,
-                )
-            self.logger = MetricsLogger(self.folder.path, rows, progress, wandb_run)
-        self.rows = rows
+            self.logger = self._open_run_folder(rows, clear=checkpoint is None)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # 0 while every step so far was finite, else the first step that was not (on device).
         self.first_bad = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -251,6 +227,30 @@ class Trainer:
         self.stop_signal: int | None = None
         self.seconds, self.told_budget = self.elapsed_before, False  # agreed elapsed time
         self.start_time = time.perf_counter()
+
+    def _restore(self, checkpoint: dict) -> list[dict]:
+        """Optimizer, RNG, clock and best loss from the checkpoint; returns the metric rows up
+        to it (without a whole-validation row: that closed a segment this run continues)."""
+        self.dist.load_optimizer_state(self.model, self.optimizer, checkpoint["optimizer"])
+        torch.set_rng_state(checkpoint["extra"]["torch_rng"])
+        self.elapsed_before = checkpoint["extra"]["elapsed_s"]
+        self.best_val = checkpoint["extra"]["best_val_loss"]
+        self.say(f"resuming {self.folder.path} from step {self.step}")
+        return [r for r in read_metrics(self.folder.metrics)
+                if r["step"] <= self.step and "full_val_loss" not in r]  # fmt: skip
+
+    def _open_run_folder(self, rows: list[dict], clear: bool) -> MetricsLogger:
+        """The first writes to the run folder (all checks passed): clear an earlier run if
+        asked, the resolved config, and the metrics log (with W&B when configured)."""
+        t, log = self.cfg.training, self.cfg.logging
+        self.folder.create(clear=clear)
+        with atomic_write(self.folder.config, "w") as f:
+            f.write(to_toml(self.saved_cfg))
+        wandb_run = None
+        if log.wandb:
+            wandb_run = start_wandb(log.wandb_project, log.wandb_mode, t.run_name, self.folder.path,
+                                    config_to_dict(self.cfg), resume=self.step > 0)  # fmt: skip
+        return MetricsLogger(self.folder.path, rows, self.progress, wandb_run)
 
     def _checkpoint_to_resume(self) -> dict:
         checkpoint = self.folder.newest_readable_checkpoint()
