@@ -27,7 +27,6 @@ from cs336_basics.tokenizer.pretokenize import (
     split_on_special_tokens,
 )
 
-# A saved tokenizer is a folder with these two files, in GPT-2's format.
 # Pre-tokens a thread's encode cache gains before it is reset (~25 MB at most).
 CACHE_MAX_ENTRIES = 200_000
 # encode_iterable gathers at least this many characters before it encodes a batch.
