@@ -1,8 +1,9 @@
 """The recipe ladder: the handout baseline, then the leaderboard techniques added one at a
 time up to the full recipe, every run at the same wall-clock budget.
 
-    baseline (AdamW, cosine) -> + Muon -> + QK-norm -> + ReLU^2 -> + zero-init
-    -> + embeddings (value embeddings, own learning rate) -> + WSD -> + soft-cap = full recipe
+    baseline (AdamW, cosine, fp32) -> + bf16 autocast -> + Muon -> + QK-norm -> + ReLU^2
+    -> + zero-init -> + embeddings (value embeddings, own learning rate) -> + WSD
+    -> + soft-cap = full recipe
 
 The baseline is --base (configs/tinystories_cpu.toml); each technique takes its settings
 from --recipe (configs/tinystories_recipe.toml, which is the base with all of them on).
@@ -20,6 +21,7 @@ from cs336_basics.training.sweep import parse_sweep_args, run_sweep, sweep_parse
 
 # Each technique, in the ladder's order, and the recipe settings that make it.
 TECHNIQUES = [
+    ("bf16", ["training.autocast"]),  # first: every later rung then runs at the recipe's speed
     ("Muon", ["optim.name", "optim.muon_lr", "optim.momentum"]),
     ("QK-norm", ["model.qk_norm"]),
     ("ReLU^2", ["model.ffn", "model.d_ff"]),
@@ -101,9 +103,12 @@ def main() -> None:
     print(f"best: {baseline.label} and {full.label}")
 
     rungs = {f"baseline (AdamW, cosine; {baseline.label.split(', ')[1]})": baseline.overrides}
-    added = dict(_scaled(recipe_lrs, float(full.label.split("x")[-1])))
+    # Every rung at the full recipe's tuned rates: lr and min_lr from the start, a technique's
+    # own rate (muon_lr, embed_lr) from the rung that adds it.
+    lrs = _scaled(recipe_lrs, float(full.label.split("x")[-1]))
+    added = {k: lrs[k] for k in ("optim.lr", "optim.min_lr")}
     for i, (name, keys) in enumerate(TECHNIQUES):
-        added |= {k: recipe[k] for k in keys if k in recipe}
+        added |= {k: lrs.get(k, recipe[k]) for k in keys if k in recipe}
         last = i == len(TECHNIQUES) - 1
         label = f"+ {name}" + (f" = full recipe ({full.label.split(', ')[1]})" if last else "")
         rungs[label] = dict(added)
