@@ -181,15 +181,13 @@ def run_sweep(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(jobs, len(to_train) or 1), mp_context=context) as pool:
             for label, _, cfg in to_train:
-                tqdm.write(f"[{name}] {label}: {cfg.total_steps:,} steps -> {cfg.run_dir}")
+                tqdm.write(f"[{name}] {label}: {_length(cfg)} -> {cfg.run_dir}")
             futures = [pool.submit(_train_one, *run, False) for run in to_train]
             for (label, _, _), future in zip(to_train, futures):
                 outcomes[label] = future.result()
                 tqdm.write(f"[{name}] {label}: {outcomes[label].status}")
     for i, (label, overrides, cfg) in enumerate(to_train if jobs <= 1 else [], start=1):
-        tqdm.write(
-            f"[{name} {i}/{len(to_train)}] {label}: {cfg.total_steps:,} steps -> {cfg.run_dir}"
-        )
+        tqdm.write(f"[{name} {i}/{len(to_train)}] {label}: {_length(cfg)} -> {cfg.run_dir}")
         outcomes[label] = _train_one(label, overrides, cfg, progress)
         tqdm.write(f"[{name} {i}/{len(to_train)}] {label}: {outcomes[label].status}")
         if outcomes[label].error and stop_after_oom:
@@ -220,13 +218,20 @@ def _check_writable(folder: Path) -> None:
         raise OSError(f"cannot write the sweep's plot and table to {folder}: {existing} {problem}")
 
 
+def _length(cfg: TrainConfig) -> str:
+    """How long a run trains: its time budget where it has one (the ladder's runs have no
+    meaningful step count), else its steps."""
+    budget = cfg.training.time_budget_s
+    return f"{budget / 60:g} minutes" if budget is not None else f"{cfg.total_steps:,} steps"
+
+
 def describe(cfg: TrainConfig) -> str:
     """One line saying what every run of a sweep shares, for the report."""
     m, t, o = cfg.model, cfg.training, cfg.optim
     return (
         f"Base: d_model {m.d_model}, {m.num_layers} layers, {m.num_heads} heads, d_ff {m.d_ff}, "
-        f"vocab {m.vocab_size}, context {m.context_length}; {cfg.total_steps:,} steps of "
-        f"{cfg.tokens_per_step:,} tokens (batch {t.batch_size} x {t.grad_accum_steps}); "
+        f"vocab {m.vocab_size}, context {m.context_length}; {_length(cfg)} of "
+        f"{cfg.tokens_per_step:,}-token steps (batch {t.batch_size} x {t.grad_accum_steps}); "
         f"lr {o.lr:g} -> {o.min_lr:g}; train {cfg.data.train_tokens}, "
         f"validation {cfg.data.val_tokens} ({t.eval_batches} batches)."
     )
