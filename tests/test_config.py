@@ -20,10 +20,23 @@ from cs336_basics.config import (
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["demo", "tinystories", "tinystories_cpu", "owt"])
-def test_presets_load(name):
-    cfg = load_config(CONFIGS / f"{name}.toml")
-    assert cfg.total_steps > 0 and cfg.training.run_name
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.stem)
+def test_presets_load(path):
+    cfg = load_config(path)
+    assert cfg.total_steps > 0 and cfg.training.run_name == path.stem
+
+
+def test_recipe_preset_is_the_cpu_preset_with_the_recipe_on():
+    base = load_config(CONFIGS / "tinystories_cpu.toml")
+    recipe = load_config(CONFIGS / "tinystories_recipe.toml")
+    assert recipe.data == base.data
+    size = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads")
+    assert [getattr(recipe.model, k) for k in size] == [getattr(base.model, k) for k in size]
+    # about as many feed-forward weights: ReLU^2's two matrices against SwiGLU's three
+    assert abs(2 * recipe.model.d_ff - 3 * base.model.d_ff) <= 0.02 * 3 * base.model.d_ff
+    assert recipe.training.total_tokens == base.training.total_tokens
+    assert (recipe.optim.name, recipe.schedule.name, recipe.model.ffn) == ("muon", "wsd", "relu2")
+    assert recipe.model.qk_norm and recipe.model.zero_init_out and recipe.model.logit_softcap
 
 
 def test_tinystories_preset_is_the_handouts_model():
