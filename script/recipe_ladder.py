@@ -12,33 +12,13 @@ preset times each --lr-factors value); the rungs between then use the recipe's b
 are chosen and compared by their loss on the whole validation set, measured after the
 budget. Writes runs/<name>/<name>.png and .md (--pics pics: into pics/, for the README).
 
-  uv run python script/recipe_ladder.py --budget-minutes 10 --jobs 2 --pics pics \\
+  uv run python script/recipe_ladder.py --budget-per-run 10 --jobs 2 --pics pics \\
       --data.train_text data/ts/train.txt --data.val_text data/ts/valid.txt ...
 """
 
-from cs336_basics.config import load_config, read_preset, with_overrides
+from cs336_basics.config import load_config, with_overrides
+from cs336_basics.training.ladder import LEARNING_RATES, flat_preset, lr_sweep, rungs
 from cs336_basics.training.sweep import parse_sweep_args, run_sweep, sweep_parser
-
-# Each technique, in the ladder's order, and the recipe settings that make it.
-TECHNIQUES = [
-    ("bf16", ["training.autocast"]),  # first: every later rung then runs at the recipe's speed
-    ("Muon", ["optim.name", "optim.muon_lr", "optim.momentum"]),
-    ("QK-norm", ["model.qk_norm"]),
-    ("ReLU^2", ["model.ffn", "model.d_ff"]),
-    ("zero-init", ["model.zero_init_out"]),
-    ("embeddings", ["model.value_embeddings", "optim.embed_lr", "optim.head_lr"]),
-    ("WSD", ["schedule.name", "schedule.decay_fraction"]),
-    ("soft-cap", ["model.logit_softcap"]),
-]
-LEARNING_RATES = ["optim.lr", "optim.min_lr", "optim.muon_lr", "optim.embed_lr", "optim.head_lr"]
-
-
-def _flat(path: str) -> dict[str, object]:
-    return {f"{s}.{k}": v for s, values in read_preset(path).items() for k, v in values.items()}
-
-
-def _scaled(values: dict[str, object], factor: float) -> dict[str, object]:
-    return {k: v * factor for k, v in values.items() if k in LEARNING_RATES and v is not None}
 
 
 def _best(outcomes, prefix: str):
@@ -86,33 +66,19 @@ def main() -> None:
             "training.checkpoint_interval": 10**9, "training.keep_last": 1,
             "schedule.cosine_cycle_iters": None,
         })  # fmt: skip
-        recipe = _flat(args.recipe)
-        recipe_settings = {k: recipe[k] for _, keys in TECHNIQUES for k in keys if k in recipe}
+        recipe = flat_preset(args.recipe)
     except ValueError as e:
         parser.error(str(e))
     baseline_lrs = {k: getattr(base.optim, k.split(".")[1]) for k in LEARNING_RATES}
-    recipe_lrs = {**baseline_lrs, **{k: recipe[k] for k in LEARNING_RATES if k in recipe}}
-
-    sweep = {f"baseline, lr x{f:g}": _scaled(baseline_lrs, f) for f in args.lr_factors}
-    sweep |= {
-        f"recipe, lr x{f:g}": {**recipe_settings, **_scaled(recipe_lrs, f)} for f in args.lr_factors
-    }
-    outcomes = run_sweep(base, sweep, f"{args.name}_lr", title="learning rates of the ladder's ends",
-                         progress=not args.quiet, reuse=args.reuse_runs, jobs=args.jobs)  # fmt: skip
+    outcomes = run_sweep(base, lr_sweep(baseline_lrs, recipe, args.lr_factors), f"{args.name}_lr",
+                         title="learning rates of the ladder's ends", progress=not args.quiet,
+                         reuse=args.reuse_runs, jobs=args.jobs)  # fmt: skip
     baseline, full = _best(outcomes, "baseline"), _best(outcomes, "recipe")
     print(f"best: {baseline.label} and {full.label}")
 
-    rungs = {f"baseline (AdamW, cosine; {baseline.label.split(', ')[1]})": baseline.overrides}
-    # Every rung at the full recipe's tuned rates: lr and min_lr from the start, a technique's
-    # own rate (muon_lr, embed_lr) from the rung that adds it.
-    lrs = _scaled(recipe_lrs, float(full.label.split("x")[-1]))
-    added = {k: lrs[k] for k in ("optim.lr", "optim.min_lr")}
-    for i, (name, keys) in enumerate(TECHNIQUES):
-        added |= {k: lrs.get(k, recipe[k]) for k in keys if k in recipe}
-        last = i == len(TECHNIQUES) - 1
-        label = f"+ {name}" + (f" = full recipe ({full.label.split(', ')[1]})" if last else "")
-        rungs[label] = dict(added)
-    run_sweep(base, rungs, args.name, args.pics, "the recipe ladder, at equal wall-clock budget",
+    ladder = {f"baseline (AdamW, cosine; {baseline.label.split(', ')[1]})": baseline.overrides}
+    ladder |= rungs(baseline_lrs, recipe, float(full.label.split("x")[-1]))
+    run_sweep(base, ladder, args.name, args.pics, "the recipe ladder, at equal wall-clock budget",
               progress=not args.quiet, reuse=True, jobs=args.jobs)  # fmt: skip
 
 
