@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from cs336_basics.fileio import atomic_write
+from cs336_basics.markdown import markdown_table, publish
 from cs336_basics.nn.transformer import TransformerLM
 from cs336_basics.optim import AdamW, Muon, group_parameters
 
@@ -166,18 +166,15 @@ def main() -> None:
         torch.set_num_threads(threads)
         medians = time_peers(peers, args.repeats, args.warmup, args.device)
         base_wall, base_cpu = medians[BASELINE]
-        lines += [
-            "",
-            f"{threads} thread(s):",
-            "",
-            f"| optimizer | wall (ms) | vs {BASELINE} | CPU time (ms) | vs {BASELINE} |",
-            "|---|---|---|---|---|",
-            *(
-                f"| {name} | {wall * 1e3:.1f} | {wall / base_wall:.2f}x "
-                f"| {cpu * 1e3:.1f} | {cpu / base_cpu:.2f}x |"
+        table = markdown_table(
+            ["optimizer", "wall (ms)", f"vs {BASELINE}", "CPU time (ms)", f"vs {BASELINE}"],
+            [
+                [name, f"{wall * 1e3:.1f}", f"{wall / base_wall:.2f}x", f"{cpu * 1e3:.1f}",
+                 f"{cpu / base_cpu:.2f}x"]
                 for name, (wall, cpu) in medians.items()
-            ),
-        ]
+            ],
+        )  # fmt: skip
+        lines += ["", f"{threads} thread(s):", "", table]
     header = (
         f"AdamW step on {n / 1e6:.1f}M parameters in {len(params)} tensors ({shape}, "
         f"d_ff {args.d_ff}), float32, {args.device}, torch {torch.__version__}, {machine}, "
@@ -187,11 +184,7 @@ def main() -> None:
     )
     lines.insert(0, header)
     lines += ["", WHY_FUSED_IS_FASTER]
-    table = "\n".join(lines)
-    print(table)
-    with atomic_write(args.out, "w") as f:
-        f.write(table + "\n")
-    print(f"\nwritten to {args.out}")
+    publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from cs336_basics.fileio import atomic_write
+from cs336_basics.markdown import publish
 from cs336_basics.nn.flash_attention import flash_attention, flash_attention_available
 from cs336_basics.nn.functional import causal_attention
 
@@ -221,11 +221,7 @@ def main() -> None:
         "",
         "Autotuned configs (BLOCK_M x BLOCK_N, warps, stages): " + "; ".join(picks) + ".",
     ]
-    table = "\n".join(lines)
-    print("\n" + table)
-    with atomic_write(args.out, "w") as f:
-        f.write(table + "\n")
-    print(f"\nwritten to {args.out}")
+    publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cs336_basics.fileio import atomic_write
-from cs336_basics.markdown import markdown_table
+from cs336_basics.markdown import markdown_table, publish
 from cs336_basics.tokenizer.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -314,10 +313,7 @@ def main() -> None:
     sections.append(
         f"Machine: {os.cpu_count()} cores; `uptime` before: {uptime_before}; after: {uptime()}.\n"
     )
-    report = "\n\n".join(sections)
-    print("\n" + report)
-    with atomic_write(args.out, "w", encoding="utf-8") as f:
-        f.write(report)
+    publish("\n\n".join(sections), args.out)
 
 
 if __name__ == "__main__":

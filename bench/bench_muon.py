@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from cs336_basics.data import get_batch
-from cs336_basics.fileio import atomic_write
+from cs336_basics.markdown import markdown_table, publish
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.nn.transformer import TransformerLM
 from cs336_basics.optim import AdamW, Muon, clip_gradients, get_lr_wsd_schedule, group_parameters
@@ -121,10 +121,10 @@ def main() -> None:
         results = {name: run(name, lr, train, val, args) for name in ("adamw", "muon")}
         (adamw_loss, adamw_s), (muon_loss, muon_s) = results["adamw"], results["muon"]
         rows.append(
-            f"| {lr:g} | {adamw_loss:.4f} | {muon_loss:.4f} | {muon_loss - adamw_loss:+.4f} "
-            f"| {adamw_s * 1e3:.0f} | {muon_s * 1e3:.0f} |"
-        )
-        print(rows[-1], flush=True)
+            [f"{lr:g}", f"{adamw_loss:.4f}", f"{muon_loss:.4f}", f"{muon_loss - adamw_loss:+.4f}",
+             f"{adamw_s * 1e3:.0f}", f"{muon_s * 1e3:.0f}"]
+        )  # fmt: skip
+        print(" | ".join(rows[-1]), flush=True)
     table = "\n".join(
         [
             f"Muon vs AdamW: byte-level LM (d_model {args.d_model}, {args.num_layers} layers, "
@@ -139,15 +139,14 @@ def main() -> None:
             "(the losses repeat exactly from run to run). Step times are wall-clock medians on "
             "a shared machine, run after run rather than interleaved: for orientation only.",
             "",
-            "| peak lr | AdamW val loss | Muon val loss | Muon - AdamW | AdamW ms/step | Muon ms/step |",
-            "|---|---|---|---|---|---|",
-            *rows,
+            markdown_table(
+                ["peak lr", "AdamW val loss", "Muon val loss", "Muon - AdamW", "AdamW ms/step",
+                 "Muon ms/step"],
+                rows,
+            ),
         ]
-    )
-    print(table)
-    with atomic_write(args.out, "w") as f:
-        f.write(table + "\n")
-    print(f"\nwritten to {args.out}")
+    )  # fmt: skip
+    publish(table, args.out)
 
 
 if __name__ == "__main__":

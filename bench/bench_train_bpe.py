@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from cs336_basics.fileio import atomic_write
+from cs336_basics.markdown import publish
 
 DATA = Path(
     os.environ.get("CS336_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -227,12 +227,7 @@ def main() -> None:
 
     end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     lines += ["", f"`uptime` at the end: {end}."]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(RESULTS, "w") as f:
-        f.write(table)
-    print(f"wrote {RESULTS}")
+    publish("\n".join(lines), RESULTS)
 
 
 if __name__ == "__main__":

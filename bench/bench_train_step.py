@@ -47,8 +47,7 @@ from torch import Tensor, nn
 
 from cs336_basics.accounting import forward_flops, gpt2_config
 from cs336_basics.config import OptimConfig
-from cs336_basics.fileio import atomic_write
-from cs336_basics.markdown import markdown_table
+from cs336_basics.markdown import markdown_table, publish
 from cs336_basics.nn.functional import cross_entropy
 from cs336_basics.nn.transformer import ModelConfig, TransformerLM
 from cs336_basics.optim import AdamW, clip_gradients
@@ -606,11 +605,7 @@ def main() -> None:
             "",
             f"First-step loss |ours - reference|: at most {max(diffs):.2e} (same weights).",
         ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with atomic_write(args.out, "w") as f:
-            f.write(text)
+    publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

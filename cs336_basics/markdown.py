@@ -1,4 +1,9 @@
-"""Markdown tables for experiment and benchmark summaries."""
+"""Markdown tables for experiment and benchmark summaries, and writing such a summary out."""
+
+import os
+from pathlib import Path
+
+from cs336_basics.fileio import atomic_write
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -16,3 +21,14 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     ]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def publish(text: str, path: str | os.PathLike | None) -> None:
+    """Print a report and, when `path` is given, write it there atomically (one final newline)."""
+    text = text.rstrip("\n") + "\n"
+    print("\n" + text)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"written to {path}")
