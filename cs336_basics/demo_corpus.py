@@ -314,7 +314,8 @@ class InformationMeter(random.Random):
 
 def information(num_bytes: int, seed: int = 0) -> tuple[str, float]:
     """`generate_corpus(num_bytes, seed)` and the information its random choices carry (nats):
-    divided by the text's token count, the loss floor of a model trained on such text."""
+    divided by the text's token count, an upper bound on the loss floor of a model trained on
+    such text (no model needs to pay more; the text's entropy may be less)."""
     rng = InformationMeter(seed)
     return generate_corpus(num_bytes, seed, rng), rng.nats
 

@@ -49,9 +49,9 @@ def unusable_gpu() -> str | None:
 
 def describe(device: torch.device, autocast: str, attention: str) -> str:
     """`cuda:0 (NVIDIA H100, bf16 autocast, attention triton)`: what a run computes with."""
-    name = f" {torch.cuda.get_device_name(device)}," if device.type == "cuda" else ""
-    precision = "bf16 autocast" if uses_bf16(device, autocast) else "fp32"
-    return f"{device} ({name.strip()} {precision}, attention {attention})".replace("( ", "(")
+    parts = [torch.cuda.get_device_name(device)] if device.type == "cuda" else []
+    parts += ["bf16 autocast" if uses_bf16(device, autocast) else "fp32", f"attention {attention}"]
+    return f"{device} ({', '.join(parts)})"
 
 
 def uses_bf16(device: torch.device, autocast: str = "auto") -> bool:

@@ -1,6 +1,6 @@
 """Train a Transformer LM from a TOML preset plus command-line overrides.
 
-With no arguments it runs the whole pipeline on a laptop CPU in about 10 minutes: real text
+With no arguments it runs the whole pipeline on a laptop CPU in 5-6 minutes: real text
 (TinyStories from data/, or its 22 MB validation file fetched from the Hugging Face Hub when
 it answers within seconds), or offline the built-in generated stories; a BPE tokenizer, token
 arrays, a small model, and a few generated stories.

@@ -177,21 +177,23 @@ def run_sweep(
             outcomes[label] = RunOutcome(label, dict(runs[label]), result=found)
         else:
             to_train.append((label, dict(runs[label]), cfg))
-    if jobs > 1:  # side by side, each in a process of its own, quietly
+    if jobs > 1 and to_train:  # side by side, each in a process of its own, quietly
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(jobs, len(to_train) or 1), mp_context=context) as pool:
+        with ProcessPoolExecutor(min(jobs, len(to_train)), mp_context=context) as pool:
             for label, _, cfg in to_train:
                 tqdm.write(f"[{name}] {label}: {_length(cfg)} -> {cfg.run_dir}")
             futures = [pool.submit(_train_one, *run, False) for run in to_train]
             for (label, _, _), future in zip(to_train, futures):
                 outcomes[label] = future.result()
                 tqdm.write(f"[{name}] {label}: {outcomes[label].status}")
-    for i, (label, overrides, cfg) in enumerate(to_train if jobs <= 1 else [], start=1):
-        tqdm.write(f"[{name} {i}/{len(to_train)}] {label}: {_length(cfg)} -> {cfg.run_dir}")
-        outcomes[label] = _train_one(label, overrides, cfg, progress)
-        tqdm.write(f"[{name} {i}/{len(to_train)}] {label}: {outcomes[label].status}")
-        if outcomes[label].error and stop_after_oom:
-            break
+    else:
+        for i, (label, overrides, cfg) in enumerate(to_train, start=1):
+            tag = f"[{name} {i}/{len(to_train)}] {label}"
+            tqdm.write(f"{tag}: {_length(cfg)} -> {cfg.run_dir}")
+            outcomes[label] = _train_one(label, overrides, cfg, progress)
+            tqdm.write(f"{tag}: {outcomes[label].status}")
+            if outcomes[label].error and stop_after_oom:
+                break
     outcomes = [outcomes[label] for label in configs if label in outcomes]
     write_report(outcomes, name, report_dir, title or name, describe(base))
     return outcomes
